@@ -1,0 +1,3 @@
+"""fedrdskd: server-side data-free knowledge distillation for Flower."""
+
+__version__ = "0.1.0"
