@@ -1,0 +1,46 @@
+"""Building Flower training replies in tests, without a Flower runtime or Ray."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from flwr.app import (ArrayRecord, ConfigRecord, Message, MessageType, Metadata,
+                      MetricRecord, RecordDict)
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A 1x8x8 -> 3-class model small enough for exact, fast strategy tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def tiny_model(seed: int) -> TinyNet:
+    """A TinyNet with seeded weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TinyNet()
+
+
+def train_reply(state_dict: dict, *, node_id: int, num_examples: int,
+                label_counts: list[int] | None = None, train_loss: float = 1.0,
+                server_round: int = 1) -> Message:
+    """A training reply as a ClientApp of this project sends it."""
+    content = RecordDict({
+        "arrays": ArrayRecord({k: v.detach().clone() for k, v in state_dict.items()}),
+        "metrics": MetricRecord({"train-loss": train_loss, "num-examples": num_examples}),
+    })
+    if label_counts is not None:
+        content["label-counts"] = ConfigRecord({"label-counts": list(label_counts)})
+    metadata = Metadata(run_id=1, message_id=f"reply-{node_id}", src_node_id=node_id,
+                        dst_node_id=0, reply_to_message_id=f"ins-{node_id}",
+                        group_id=str(server_round), created_at=time.time(), ttl=3600.0,
+                        message_type=MessageType.TRAIN)
+    return Message(content=content, metadata=metadata)
