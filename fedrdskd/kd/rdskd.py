@@ -1,0 +1,161 @@
+"""RDSKD's synthesizer: a generator trained with the RDSKD loss against the teacher.
+
+Han, Park, Wang, Liu, "Robustness and Diversity Seeking Data-Free Knowledge Distillation",
+ICASSP 2021, arXiv 2011.03749; settings follow the authors' released code (see
+:mod:`fedrdskd.kd.losses`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedrdskd.kd.base import SyntheticBatch
+from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
+
+Teacher = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RDSKDSynthesizer:
+    """Train an unconditional generator with the RDSKD loss; sample it for the student.
+
+    Implements :class:`fedrdskd.kd.base.Synthesizer`. The generator, its Adam state,
+    the loss references and the latent RNG persist across calls, so in federated
+    learning the generator is warm-started from round to round.
+
+    References across rounds: the references are *not* tied to the teacher. They are
+    refreshed every ``reference_interval`` generator steps, counted over the whole run
+    (and on request, :meth:`reset_references`). With ``reference_interval`` dividing the
+    generator steps per round, every round starts with a refresh, i.e. the references
+    effectively reset when the teacher changes; otherwise an increment caused by the new
+    teacher is penalised like any other, which is bounded (factor at most ``C``).
+    Keeping this a function of the step counter keeps checkpoints exact.
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        Maps ``[B, latent_dim]`` latents to model inputs (e.g.
+        :class:`~fedrdskd.kd.generators.DAFLGenerator`); moved to ``device``.
+    latent_dim : int
+        Size of ``z ~ N(0, I)``.
+    lr : float (default: 1e-3)
+        Adam learning rate of the generator (released code: 1e-3).
+    betas : tuple[float, float] (default: (0.9, 0.999))
+        Adam betas (the released code uses Adam's defaults).
+    batch_size : int (default: 64)
+        Latents per generator step (even: the inter-sample term pairs two halves;
+        released code: 512).
+    reference_interval : int (default: 120)
+        Generator steps between refreshes of the loss references (released code: 120).
+    temperature : float (default: 10.0)
+        ``τ`` of the student's KD loss (released code: 10).
+    weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float (default: 1.0)
+        Term weights for ablations (RDSKD: all 1; 0 switches a term off).
+    device : torch.device (default: cpu)
+        Where the generator runs and latents are drawn.
+    seed : int (default: 0)
+        Seeds the latent RNG (``torch.Generator``); the generator's initial weights are
+        whatever the caller built.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        *,
+        latent_dim: int,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        batch_size: int = 64,
+        reference_interval: int = 120,
+        temperature: float = 10.0,
+        weight_authenticity: float = 1.0,
+        weight_class_diversity: float = 1.0,
+        weight_inter_sample_diversity: float = 1.0,
+        device: torch.device = torch.device("cpu"),
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"batch_size must be an even number >= 2 (the inter-sample "
+                             f"diversity term pairs two halves), got {batch_size!r}.")
+        if latent_dim < 1 or lr <= 0 or temperature <= 0:
+            raise ValueError(f"latent_dim must be >= 1, lr > 0 and temperature > 0, got "
+                             f"latent_dim={latent_dim!r}, lr={lr!r}, temperature={temperature!r}.")
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device)
+        self.latent_dim = int(latent_dim)
+        self.batch_size = int(batch_size)
+        self.temperature = float(temperature)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.loss = RDSKDGeneratorLoss(
+            reference_interval=reference_interval,
+            weight_authenticity=weight_authenticity,
+            weight_class_diversity=weight_class_diversity,
+            weight_inter_sample_diversity=weight_inter_sample_diversity)
+        self.rng = torch.Generator(device=self.device)
+        self.rng.manual_seed(int(seed))
+
+    def latents(self, batch_size: int) -> torch.Tensor:
+        """``z ~ N(0, I)``, ``[batch_size, latent_dim]``, from the synthesizer's own RNG."""
+        return torch.randn(batch_size, self.latent_dim, generator=self.rng, device=self.device)
+
+    def begin_iteration(self) -> None:
+        """Nothing to fix per iteration (RDSKD draws fresh latents every step)."""
+
+    def reset_references(self) -> None:
+        """Refresh the loss references at the next generator step."""
+        self.loss.reset_references()
+
+    def generator_step(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
+        """One Adam step on ``L_G`` (the student is not used: RDSKD is not adversarial).
+
+        Returns
+        -------
+        dict[str, float]
+            ``{"authenticity", "class-diversity", "inter-sample-diversity", "total"}``.
+        """
+        self.generator.train()
+        images = self.generator(self.latents(self.batch_size))
+        total, values = self.loss(images, teacher(images))
+        self.optimizer.zero_grad(set_to_none=True)
+        if total.requires_grad:  # all weights 0: nothing to optimise
+            total.backward()
+            self.optimizer.step()
+        return values
+
+    @torch.no_grad()
+    def sample(self, batch_size: int) -> SyntheticBatch:
+        """Generated images with the generator in eval mode (as the released code's
+        student phase; BatchNorm uses its running statistics, so sampling does not change
+        the generator)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(self.latents(batch_size))
+        self.generator.train(was_training)
+        return SyntheticBatch(images=images)
+
+    def student_loss(
+        self, student_logits: torch.Tensor, teacher: Teacher, batch: SyntheticBatch
+    ) -> torch.Tensor:
+        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` (teacher without gradients)."""
+        with torch.no_grad():
+            teacher_logits = teacher(batch.images)
+        return kd_loss(student_logits, teacher_logits, self.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the generator, Adam, loss-reference and RNG states."""
+        return copy.deepcopy({"generator": self.generator.state_dict(),
+                              "optimizer": self.optimizer.state_dict(),
+                              "loss": self.loss.state_dict(),
+                              "rng": self.rng.get_state()})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; later steps continue identically."""
+        state = copy.deepcopy(state)
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loss.load_state_dict(state["loss"])
+        self.rng.set_state(state["rng"])
