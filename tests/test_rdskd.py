@@ -139,6 +139,21 @@ def test_sampling_does_not_change_generator() -> None:
     assert synthesizer.generator.training
 
 
+def test_sample_uses_batch_statistics_or_running_statistics() -> None:
+    synthesizer = make_synthesizer()
+    images = synthesizer.sample(64).images
+    # Batch statistics: the final affine-free BatchNorm standardises the batch.
+    assert images.mean().abs() < 1e-4 and abs(images.std().item() - 1.0) < 0.05
+    running = make_synthesizer(sample_batch_statistics=False)
+    latents = running.latents(16)
+    running.rng.manual_seed(0)
+    with torch.no_grad():
+        expected = running.generator.eval()(latents)
+    running.generator.train()
+    torch.testing.assert_close(running.sample(16).images, expected)
+    assert running.generator.training
+
+
 def test_synthesizer_rejects_odd_batch() -> None:
     with pytest.raises(ValueError, match="even"):
         RDSKDSynthesizer(DAFLGenerator(LATENT, IMAGE_SHAPE, channels=8), latent_dim=LATENT,

@@ -81,10 +81,11 @@ def run_distillation(
     eval_batch_size : int (default: 512)
         Size of the fresh synthetic batch drawn after training for the metrics below.
     student_train_mode : bool (default: False)
-        Put the student in train mode for its updates. Off by default so BatchNorm keeps
-        the running statistics the clients learnt on real data (synthetic batches would
-        overwrite them) and dropout stays off; parameters are trained either way. The
-        student's mode is restored afterwards.
+        Keep the student in train mode during the run (generator steps, which may use
+        it, and student updates). Off by default so BatchNorm keeps the running
+        statistics the clients learnt on real data (synthetic batches would overwrite
+        them) and dropout stays off; parameters are trained either way. The student's
+        mode is restored afterwards.
 
     Returns
     -------
@@ -103,6 +104,7 @@ def run_distillation(
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     seconds = {"generator-seconds": 0.0, "student-seconds": 0.0}
+    student.train(student_train_mode)
     for _ in range(schedule.iterations):
         synthesizer.begin_iteration()
         tick = time.perf_counter()
@@ -112,13 +114,12 @@ def run_distillation(
                 counts[f"generator-{name}"] += 1
         seconds["generator-seconds"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        student.train(student_train_mode)
         for _ in range(schedule.student_steps):
             sums["kd-loss"] += _student_step(student, teacher, synthesizer, student_optimizer,
                                              schedule.batch_size)
             counts["kd-loss"] += 1
-        student.train(was_training)
         seconds["student-seconds"] += time.perf_counter() - tick
+    student.train(was_training)
     metrics = {name: sums[name] / counts[name] for name in sums}
     metrics.update(seconds)
     metrics.update(_agreement_metrics(initial_student, student, teacher, synthesizer,
