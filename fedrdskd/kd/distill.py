@@ -61,7 +61,7 @@ def run_distillation(
     student_optimizer: torch.optim.Optimizer,
     schedule: DistillationSchedule,
     *,
-    eval_batch_size: int = 512,
+    eval_batch_size: int = 256,
     student_train_mode: bool = False,
 ) -> dict[str, float]:
     """Train the generator against ``teacher`` and pull ``student`` towards it.
@@ -78,7 +78,7 @@ def run_distillation(
         Optimiser over ``student``'s parameters.
     schedule : DistillationSchedule
         Step counts and batch size.
-    eval_batch_size : int (default: 512)
+    eval_batch_size : int (default: 256)
         Size of the fresh synthetic batch drawn after training for the metrics below.
     student_train_mode : bool (default: False)
         Keep the student in train mode during the run (generator steps, which may use
