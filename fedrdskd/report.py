@@ -1,0 +1,343 @@
+"""The ``fedrdskd-report`` command: ``results.json`` files -> fair comparison tables.
+
+Usage::
+
+    fedrdskd-report multirun/2025-01-01/12-00-00 results/cifar10 --out report \
+        --target-accuracy 0.95 --target-accuracy 0.97 --target-accuracy fedavg
+
+How runs are grouped (the rules that keep a comparison fair):
+
+1. Every ``results.json`` below the given paths is one run. Its config is flattened to
+   dotted snake_case keys (``partition.alpha``).
+2. Keys in :data:`DEFAULT_IGNORED_KEYS` (paths and hardware: they do not change what is
+   computed) and those given with ``--ignore-key`` are dropped; so is ``seed``.
+3. A *table* is one value of ``dataset.*`` and ``partition.*`` (and of any key given
+   with ``--split-by``). Within a table, runs must agree on every remaining key that is
+   not ``strategy.*`` (model, rounds, clients, local epochs, lr, ...): otherwise the
+   report is refused with a :class:`ConfigMismatchError` naming the keys and run dirs.
+   Refusing (rather than silently splitting) keeps a mixed-up run from turning into a
+   one-seed row of its own; ``--split-by local_epochs`` asks for the split explicitly.
+4. A *row* is one value of ``strategy.*``. Its runs then differ only in the seed and
+   are averaged; two runs with the same seed in one row are refused as duplicates.
+   Rows of the same strategy name with different options (an ablation) are labelled
+   with the differing options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.common import log
+
+DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
+    "output_dir", "data.root", "data.cache_dir", "data.download", "client.num_cpus",
+    "client.num_gpus", "server.device", "server.num_threads", "server.eval_batch_size",
+    "server.evaluate_ensemble")
+"""Config keys that may differ between averaged or compared runs: where data and
+outputs live, and the hardware/threads used (measurement settings, not the method).
+A pattern also matches every key below it (``data`` matches ``data.root``);
+shell-style wildcards work (``server.*``)."""
+
+SEED_KEY = "seed"
+STRATEGY_PREFIX = "strategy."
+TABLE_PREFIXES = ("dataset.", "partition.")
+STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fedrdskd")
+_MAX_DIRS_SHOWN = 6
+
+
+class ConfigMismatchError(ValueError):
+    """Runs that would be averaged or compared differ in more than the seed."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``results.json``: flat config, per-round rows and summary."""
+
+    results_path: Path
+    config: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder holding ``results.json``."""
+        return self.results_path.parent
+
+    @property
+    def seed(self) -> Any:
+        """The run's seed (``None`` if the config has none)."""
+        return self.config.get(SEED_KEY)
+
+
+@dataclass
+class StrategyRow:
+    """The runs of one strategy configuration in one table (one per seed)."""
+
+    label: str
+    name: str
+    options: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    """One dataset x partition (x ``--split-by`` values) comparison."""
+
+    identity: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[StrategyRow]
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"a.b": value}`` with snake_case keys (``-`` becomes ``_``)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{str(key).replace('-', '_')}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """All ``results.json`` files at or below ``paths`` (sorted, without repeats).
+
+    A path may be a ``results.json`` file, a run folder, a Hydra multirun folder
+    (``multirun/<date>/<time>/<job>/results.json``) or any tree holding runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist, or no ``results.json`` is found (naming the paths).
+    """
+    paths = [Path(path) for path in paths]
+    found: dict[Path, None] = {}
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"Run path '{path}' does not exist.")
+        candidates = [path] if path.is_file() else sorted(path.rglob("results.json"))
+        found.update((candidate.resolve(), None) for candidate in candidates)
+    if not found:
+        searched = ", ".join(f"'{path}'" for path in paths)
+        raise FileNotFoundError(
+            f"No results.json found at or below {searched}. Give run folders written "
+            "by `fedrdskd` (or Hydra multirun folders holding them).")
+    return sorted(found)
+
+
+def load_run(results_path: Path) -> Run | None:
+    """Read one ``results.json``; ``None`` (with a warning) if it has no rounds.
+
+    Raises
+    ------
+    ValueError
+        If the file is not JSON or lacks the ``config``/``rounds`` keys.
+    """
+    try:
+        payload = json.loads(Path(results_path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"'{results_path}' is not valid JSON: {error}") from error
+    missing = [key for key in ("config", "rounds") if key not in payload]
+    if missing:
+        raise ValueError(f"'{results_path}' lacks the key(s) {missing}: expected a "
+                         "results.json written by fedrdskd ({config, rounds, summary}).")
+    if not payload["rounds"]:
+        log(WARNING, "Skipping %s: it records no rounds.", results_path)
+        return None
+    rounds = sorted(payload["rounds"], key=lambda row: row["round"])
+    return Run(results_path=Path(results_path), config=flatten_config(payload["config"]),
+               rounds=rounds, summary=dict(payload.get("summary") or {}))
+
+
+def matches(key: str, patterns: Iterable[str]) -> bool:
+    """Whether ``key`` equals, lies below (``data`` -> ``data.root``) or globs a pattern."""
+    return any(key == pattern or key.startswith(f"{pattern}.")
+               or fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _comparable(run: Run, ignore_keys: Sequence[str]) -> dict[str, Any]:
+    return {key: value for key, value in run.config.items()
+            if key != SEED_KEY and not matches(key, ignore_keys)}
+
+
+def _differences(configs: list[dict[str, Any]]) -> list[str]:
+    """Keys whose values (or presence) differ between ``configs``."""
+    keys = sorted(set().union(*configs))
+    return [key for key in keys
+            if len({_canonical(config.get(key, "<missing>")) for config in configs}) > 1]
+
+
+def _describe_mismatch(runs: list[Run], configs: list[dict[str, Any]],
+                       keys: list[str]) -> str:
+    lines = []
+    for key in keys:
+        by_value: dict[str, list[str]] = {}
+        for run, config in zip(runs, configs):
+            shown = _canonical(config[key]) if key in config else "<missing>"
+            by_value.setdefault(shown, []).append(str(run.run_dir))
+        lines.append(f"  {key}: " + "; ".join(
+            f"{shown} in {', '.join(dirs[:_MAX_DIRS_SHOWN])}"
+            + (f" and {len(dirs) - _MAX_DIRS_SHOWN} more" if len(dirs) > _MAX_DIRS_SHOWN
+               else "") for shown, dirs in by_value.items()))
+    return "\n".join(lines)
+
+
+def _title(identity: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in identity.items())
+
+
+def _check_table(identity: dict[str, Any], runs: list[Run],
+                 ignore_keys: Sequence[str]) -> dict[str, Any]:
+    """Refuse a table whose runs differ outside ``strategy.*``; return the shared settings."""
+    configs = [{key: value for key, value in _comparable(run, ignore_keys).items()
+                if key not in identity and not key.startswith(STRATEGY_PREFIX)}
+               for run in runs]
+    differing = _differences(configs)
+    if differing:
+        raise ConfigMismatchError(
+            f"Refusing to compare the runs of table [{_title(identity)}]: their configs "
+            "differ in more than the seed and the strategy:\n"
+            f"{_describe_mismatch(runs, configs, differing)}\n"
+            f"Pass --split-by {differing[0]} to make one table per value, or "
+            f"--ignore-key {differing[0]} if the difference does not matter "
+            f"(ignored by default: {', '.join(DEFAULT_IGNORED_KEYS)}).")
+    return configs[0]
+
+
+def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[StrategyRow]:
+    """One row per distinct ``strategy.*``; refuse two runs with the same seed in a row."""
+    rows: dict[str, StrategyRow] = {}
+    for run in runs:
+        options = {key[len(STRATEGY_PREFIX):]: value
+                   for key, value in _comparable(run, ignore_keys).items()
+                   if key.startswith(STRATEGY_PREFIX)}
+        name = str(options.get("name") or options.get("_target_") or "unnamed")
+        row = rows.setdefault(_canonical(options), StrategyRow(name, name, options))
+        twin = next((other for other in row.runs if other.seed == run.seed), None)
+        if twin is not None:
+            raise ConfigMismatchError(
+                f"Runs {twin.run_dir} and {run.run_dir} are the same experiment "
+                f"(strategy {name}, seed={run.seed}): averaging them would count one seed "
+                "twice. Pass only one of them.")
+        row.runs.append(run)
+    by_name: dict[str, list[StrategyRow]] = {}
+    for row in rows.values():
+        by_name.setdefault(row.name, []).append(row)
+    for variants in (group for group in by_name.values() if len(group) > 1):
+        differing = _differences([variant.options for variant in variants])
+        for variant in variants:
+            options = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
+            variant.label = f"{variant.name} ({options})"
+    order = {name: index for index, name in enumerate(STRATEGY_ORDER)}
+    return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
+
+
+def group_runs(runs: Sequence[Run], *, ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS,
+               split_by: Sequence[str] = ()) -> list[Table]:
+    """Group runs into tables (dataset x partition x ``split_by``) and strategy rows.
+
+    Parameters
+    ----------
+    runs : Sequence[Run]
+        The loaded runs.
+    ignore_keys : Sequence[str] (default: DEFAULT_IGNORED_KEYS)
+        Config keys (or patterns, see :func:`matches`) allowed to differ anywhere.
+    split_by : Sequence[str] (default: ())
+        Extra keys whose values make separate tables instead of a refusal.
+
+    Raises
+    ------
+    ConfigMismatchError
+        Runs in one table differ outside ``strategy.*`` and the seed, or one row holds
+        two runs with the same seed. The message names the keys and the run dirs.
+    """
+    tables: dict[str, tuple[dict[str, Any], list[Run]]] = {}
+    for run in runs:
+        identity = {key: value for key, value in _comparable(run, ignore_keys).items()
+                    if key.startswith(TABLE_PREFIXES) or matches(key, split_by)}
+        tables.setdefault(_canonical(identity), (identity, []))[1].append(run)
+    result = []
+    for key in sorted(tables):
+        identity, members = tables[key]
+        settings = _check_table(identity, members, ignore_keys)
+        result.append(Table(identity=identity, settings=settings,
+                            rows=_strategy_rows(members, ignore_keys)))
+        log(INFO, "Table [%s]: %s", _title(identity), ", ".join(
+            f"{row.label} x{len(row.runs)}" for row in result[-1].rows))
+    return result
+
+
+def _parse_target(text: str) -> float | str:
+    if text.lower() == "fedavg":
+        return "fedavg"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"target accuracy '{text}' is neither a number nor 'fedavg'") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"target accuracy {value} is outside (0, 1]: give a fraction, e.g. 0.95")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``fedrdskd-report``."""
+    parser = argparse.ArgumentParser(
+        prog="fedrdskd-report",
+        description="Compare fedrdskd runs: Markdown/JSON tables and accuracy plots.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders, Hydra multirun folders or results.json files")
+    parser.add_argument("--out", default=".", type=Path,
+                        help="folder for report.md, report.json and the plots "
+                             "(default: the current directory)")
+    parser.add_argument("--target-accuracy", action="append", type=_parse_target,
+                        dest="targets", metavar="T",
+                        help="accuracy in (0, 1] to count rounds to, or 'fedavg' for the "
+                             "table's FedAvg final mean accuracy; repeatable "
+                             "(default: fedavg)")
+    parser.add_argument("--at-round", action="append", type=int, dest="at_rounds",
+                        metavar="R", help="report accuracy after round R; repeatable "
+                                          "(default: 5 and 10)")
+    parser.add_argument("--ignore-key", action="append", default=[], dest="ignore_keys",
+                        metavar="KEY", help="config key (or pattern) allowed to differ, "
+                                            "in addition to: "
+                                            + ", ".join(DEFAULT_IGNORED_KEYS))
+    parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
+                        help="config key whose values make separate tables")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedrdskd-report`` console script; returns the exit code."""
+    from fedrdskd.report_table import write_report
+
+    args = build_parser().parse_args(argv)
+    try:
+        runs = [run for run in map(load_run, find_results(args.run_dirs)) if run]
+        tables = group_runs(runs, ignore_keys=(*DEFAULT_IGNORED_KEYS, *args.ignore_keys),
+                            split_by=args.split_by)
+        written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
+                               at_rounds=args.at_rounds or [5, 10])
+    except (FileNotFoundError, ValueError) as error:
+        log(ERROR, "fedrdskd-report: %s", error)
+        return 2
+    for path in written:
+        log(INFO, "wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

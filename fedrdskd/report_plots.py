@@ -1,0 +1,92 @@
+"""Plots of ``fedrdskd-report``: accuracy vs round and vs wall-clock seconds per table.
+
+Each strategy is one solid line (mean over seeds) with a band from the minimum to the
+maximum over seeds; the class-weighted client ensemble, where recorded, is a dashed
+line in the strategy's colour (a single grey one if it is the same for all strategies).
+The x value of the time plot is the mean over seeds of ``elapsed_seconds`` at a round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+X_AXES = {"rounds": ("round", "round"),
+          "time": ("elapsed_seconds_mean", "wall-clock seconds (runs' own timings)")}
+
+
+def _array(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if value is None else value for value in values], dtype=float)
+
+
+def _shared_ensemble(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:
+    """The ensemble curve if all strategies recorded the very same one, else ``None``."""
+    curves = [_array(row["curve"]["ensemble_accuracy_mean"]) for row in rows]
+    if len(curves) < 2 or any(len(curve) != len(curves[0]) for curve in curves):
+        return None
+    if all(np.allclose(curve, curves[0], equal_nan=True) for curve in curves[1:]):
+        return curves[0]
+    return None
+
+
+def _draw(axis: Any, rows: Sequence[dict[str, Any]], x_key: str) -> None:
+    shared = _shared_ensemble(rows)
+    for index, row in enumerate(rows):
+        curve, colour = row["curve"], f"C{index % 10}"
+        x = _array(curve[x_key])
+        axis.plot(x, _array(curve["accuracy_mean"]), color=colour, marker="o",
+                  markersize=2.5, label=f"{row['strategy']} (n={row['num_seeds']})")
+        if row["num_seeds"] > 1:
+            axis.fill_between(x, _array(curve["accuracy_min"]), _array(curve["accuracy_max"]),
+                              color=colour, alpha=0.2, linewidth=0)
+        ensemble = _array(curve["ensemble_accuracy_mean"])
+        if shared is None and np.isfinite(ensemble).any():
+            axis.plot(x, ensemble, "--", color=colour, linewidth=1.2,
+                      label=f"{row['strategy']}: client ensemble")
+    if shared is not None and np.isfinite(shared).any():
+        axis.plot(_array(rows[0]["curve"][x_key]), shared, "--", color="grey",
+                  linewidth=1.2, label="client ensemble")
+
+
+def plot_table(table: dict[str, Any], stem: Path, heading: str) -> dict[str, Path]:
+    """Write ``<stem>-rounds.png`` and ``<stem>-time.png`` for one summarised table.
+
+    Parameters
+    ----------
+    table : dict[str, Any]
+        A table from :func:`fedrdskd.report_table.summarise_table` (uses ``rows`` and
+        each row's ``curve``, ``strategy`` and ``num_seeds``).
+    stem : Path
+        Output path without the suffix, e.g. ``report/mnist-dirichlet-alpha0.1``.
+    heading : str
+        Plot title.
+
+    Returns
+    -------
+    dict[str, Path]
+        ``{"rounds": path, "time": path}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for name, (x_key, x_label) in X_AXES.items():
+        figure, axis = plt.subplots(figsize=(6.4, 4.4))
+        _draw(axis, table["rows"], x_key)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel("test accuracy")
+        axis.set_title(f"{heading}\nmean over seeds, band: min–max over seeds; "
+                       "dashed: class-weighted client ensemble", fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+        figure.tight_layout()
+        paths[name] = stem.with_name(f"{stem.name}-{name}.png")
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(paths[name], dpi=120)
+        plt.close(figure)
+    return paths

@@ -1,0 +1,300 @@
+"""The numbers of ``fedrdskd-report``: per-strategy statistics over seeds, Markdown, JSON.
+
+Conventions (also stated in ``report.md``): accuracies are test accuracies of the
+global model; "mean ± std" is over seeds with the sample standard deviation
+(``ddof=1``; no std for one seed). Rounds and seconds to a target accuracy are the
+first round whose accuracy is >= the target, averaged over the seeds that reached it
+(their count is shown). Times are the runs' own recorded timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from logging import WARNING
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.common import log
+
+from fedrdskd.report import Run, StrategyRow, Table
+
+ENSEMBLE_KEY = "ensemble_accuracy_class_weighted"
+MAIN_PARTITION_PARAMETER = {"dirichlet": "partition.alpha",
+                            "pathological": "partition.classes_per_client"}
+HEADLINE_SETTINGS = ("model.name", "num_clients", "fraction_train", "local_epochs",
+                     "num_rounds", "batch_size", "lr")
+NOTE = (
+    "Accuracy: test accuracy of the global model in %, mean ± sample std (ddof=1) over "
+    "seeds. Rounds / seconds to a target: first round with accuracy >= target, mean over "
+    "the seeds that reached it (reached/seeds in parentheses). Client ensemble: the "
+    "class-weighted ensemble of the last round's client models (the teacher), where "
+    "recorded. Times (total, per round, to target) are the runs' own recorded timings "
+    "(round time without the centralised evaluation and ensemble diagnostics), not "
+    "re-measured here: compare them only between runs made on the same machine and load.")
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or ``None`` for missing/null/NaN values."""
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def describe(values: Sequence[Any]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` over the finite values (std with ddof=1)."""
+    present = [number for number in map(_number, values) if number is not None]
+    return {"mean": float(np.mean(present)) if present else None,
+            "std": float(np.std(present, ddof=1)) if len(present) > 1 else None,
+            "n": len(present), "values": [_number(value) for value in values]}
+
+
+def _at_round(run: Run, server_round: int, key: str = "test_accuracy") -> Any:
+    return next((row.get(key) for row in run.rounds if row["round"] == server_round), None)
+
+
+def _first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
+    for row in run.rounds:
+        accuracy = _number(row.get("test_accuracy"))
+        if accuracy is not None and accuracy >= target:
+            return row["round"], row.get("elapsed_seconds")
+    return None
+
+
+def _total_seconds(run: Run) -> Any:
+    total = run.summary.get("total_seconds")
+    return total if total is not None else run.rounds[-1].get("elapsed_seconds")
+
+
+def _server_seconds_per_round(run: Run) -> float | None:
+    return describe([row["server_seconds"] for row in run.rounds
+                     if "server_seconds" in row])["mean"]
+
+
+def mean_curve(runs: Sequence[Run]) -> dict[str, list[Any]]:
+    """Accuracy mean/min/max, mean elapsed seconds and ensemble mean per round.
+
+    Only rounds recorded by every seed are kept; round 0 (the initial model, at 0 s)
+    is prepended when every run records ``summary.initial_test_accuracy``.
+    """
+    common = sorted(set.intersection(*({row["round"] for row in run.rounds} for run in runs)))
+    if any(len(run.rounds) > len(common) for run in runs):
+        log(WARNING, "Curves of %s cut to the %d rounds all its seeds recorded.",
+            runs[0].run_dir, len(common))
+    columns: dict[str, list[Any]] = {"round": [], "accuracy_mean": [], "accuracy_min": [],
+                                     "accuracy_max": [], "elapsed_seconds_mean": [],
+                                     "ensemble_accuracy_mean": []}
+
+    def add(server_round: int, accuracies: list[Any], elapsed: list[Any],
+            ensemble: list[Any]) -> None:
+        finite = [a for a in map(_number, accuracies) if a is not None]
+        columns["round"].append(server_round)
+        columns["accuracy_mean"].append(describe(accuracies)["mean"])
+        columns["accuracy_min"].append(min(finite) if finite else None)
+        columns["accuracy_max"].append(max(finite) if finite else None)
+        columns["elapsed_seconds_mean"].append(describe(elapsed)["mean"])
+        columns["ensemble_accuracy_mean"].append(describe(ensemble)["mean"])
+
+    initial = [run.summary.get("initial_test_accuracy") for run in runs]
+    if all(_number(value) is not None for value in initial):
+        add(0, initial, [0.0] * len(runs), [])
+    for server_round in common:
+        add(server_round, [_at_round(run, server_round) for run in runs],
+            [_at_round(run, server_round, "elapsed_seconds") for run in runs],
+            [_at_round(run, server_round, ENSEMBLE_KEY) for run in runs])
+    return columns
+
+
+def summarise_row(row: StrategyRow, at_rounds: Sequence[int]) -> dict[str, Any]:
+    """The statistics over seeds of one strategy row (targets are added later)."""
+    runs = row.runs
+    return {
+        "strategy": row.label, "name": row.name, "options": row.options,
+        "num_seeds": len(runs), "seeds": [run.seed for run in runs],
+        "run_dirs": [str(run.run_dir) for run in runs],
+        "final_test_accuracy": describe([run.rounds[-1].get("test_accuracy") for run in runs]),
+        "best_test_accuracy": describe([max((a for a in (_number(r.get("test_accuracy"))
+                                                        for r in run.rounds) if a is not None),
+                                            default=None) for run in runs]),
+        "accuracy_at_round": {str(server_round): describe([_at_round(run, server_round)
+                                                           for run in runs])
+                              for server_round in at_rounds},
+        "final_ensemble_accuracy": describe([run.rounds[-1].get(ENSEMBLE_KEY)
+                                             for run in runs]),
+        "total_seconds": describe([_total_seconds(run) for run in runs]),
+        "server_seconds_per_round": describe([_server_seconds_per_round(run)
+                                              for run in runs]),
+        "curve": mean_curve(runs),
+    }
+
+
+def reach_target(runs: Sequence[Run], target: float) -> dict[str, Any]:
+    """Rounds and seconds to ``target`` over the seeds that reached it."""
+    reached = [hit for hit in (_first_reaching(run, target) for run in runs) if hit]
+    return {"reached": len(reached), "num_seeds": len(runs),
+            "rounds": describe([server_round for server_round, _ in reached]),
+            "seconds": describe([seconds for _, seconds in reached])}
+
+
+def resolve_targets(targets: Sequence[float | str],
+                    rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turn ``0.95`` / ``"fedavg"`` into ``{"target", "label"}`` for one table."""
+    resolved = []
+    for target in targets:
+        if target != "fedavg":
+            resolved.append({"target": float(target), "label": f"{100 * target:g}%"})
+            continue
+        fedavg = next((row for row in rows if row["name"] == "fedavg"), None)
+        mean = fedavg["final_test_accuracy"]["mean"] if fedavg else None
+        if mean is None:
+            log(WARNING, "No FedAvg final accuracy in this table: no 'fedavg' target.")
+            continue
+        resolved.append({"target": mean, "label": f"FedAvg final {100 * mean:.2f}%"})
+    return resolved
+
+
+def summarise_table(table: Table, *, targets: Sequence[float | str],
+                    at_rounds: Sequence[int]) -> dict[str, Any]:
+    """All numbers of one table, JSON-ready (plot paths are added by the writer).
+
+    ``at_rounds`` beyond the last round any run of the table recorded are left out.
+    """
+    last = max(run.rounds[-1]["round"] for row in table.rows for run in row.runs)
+    at_rounds = [server_round for server_round in at_rounds if server_round <= last]
+    rows = [summarise_row(row, at_rounds) for row in table.rows]
+    resolved = resolve_targets(targets, rows)
+    for summary, row in zip(rows, table.rows):
+        summary["targets"] = [{**target, **reach_target(row.runs, target["target"])}
+                              for target in resolved]
+    return {"identity": table.identity, "settings": table.settings,
+            "targets": resolved, "at_rounds": list(at_rounds), "rows": rows}
+
+
+def table_labels(tables: Sequence[Table]) -> list[list[tuple[str, Any]]]:
+    """What tells each table apart: dataset, partition, its main parameter, and every
+    other identity key whose value is not the same in all tables."""
+    keys = sorted(set().union(*(table.identity for table in tables)))
+    varying = [key for key in keys if len({json.dumps(table.identity.get(key))
+                                            for table in tables}) > 1]
+    labels = []
+    for table in tables:
+        scheme = table.identity.get("partition.name")
+        chosen = ["dataset.name", "partition.name", MAIN_PARTITION_PARAMETER.get(scheme, "")]
+        chosen += [key for key in varying if key not in chosen]
+        labels.append([(key, table.identity[key]) for key in chosen if key in table.identity])
+    return labels
+
+
+def slug(label: list[tuple[str, Any]]) -> str:
+    """File-name stem from a table label: ``mnist-dirichlet-alpha0.1``."""
+    parts = [str(value) if key.endswith(".name") else f"{key.split('.')[-1]}{value}"
+             for key, value in label]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+
+
+def title(label: list[tuple[str, Any]]) -> str:
+    """Heading from a table label: ``mnist · dirichlet · alpha=0.1``."""
+    return " · ".join(str(value) if key.endswith(".name") else
+                      f"{key.split('.')[-1]}={value}" for key, value in label)
+
+
+def _stat(stat: dict[str, Any], num_seeds: int, scale: float = 100.0,
+          digits: int = 2) -> str:
+    """``"98.12 ± 0.05"``; ``"—"`` if unrecorded; ``"(n/seeds)"`` if partly recorded."""
+    if stat["mean"] is None:
+        return "—"
+    text = f"{scale * stat['mean']:.{digits}f}"
+    if stat["std"] is not None:
+        text += f" ± {scale * stat['std']:.{digits}f}"
+    return text + (f" ({stat['n']}/{num_seeds})" if stat["n"] < num_seeds else "")
+
+
+def _target_cells(entry: dict[str, Any]) -> list[str]:
+    counted = f"({entry['reached']}/{entry['num_seeds']})"
+    if not entry["reached"]:
+        return [f"not reached {counted}", "—"]
+    rounds = f"{entry['rounds']['mean']:.1f}".removesuffix(".0")
+    return [f"{rounds} {counted}", _stat(entry["seconds"], entry["reached"], 1.0, 0)]
+
+
+def render_table(table: dict[str, Any]) -> list[str]:
+    """Markdown lines of one summarised table (heading, settings, table, plots)."""
+    settings = ", ".join(f"{key.removesuffix('.name')}={table['settings'][key]}"
+                         for key in HEADLINE_SETTINGS if key in table["settings"])
+    seeds = sorted({str(seed) for row in table["rows"] for seed in row["seeds"]})
+    header = ["strategy", "seeds", "final acc. %", "best acc. %",
+              *(f"acc. @{r} %" for r in table["at_rounds"]), "client ensemble final %",
+              *(cell for target in table["targets"]
+                for cell in (f"rounds to {target['label']}", f"s to {target['label']}")),
+              "total s", "server s/round"]
+    lines = [f"## {table['title']}", "", f"Settings: {settings}; seeds {', '.join(seeds)}.",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table["rows"]:
+        seeds_count = row["num_seeds"]
+        cells = [row["strategy"], str(seeds_count),
+                 _stat(row["final_test_accuracy"], seeds_count),
+                 _stat(row["best_test_accuracy"], seeds_count),
+                 *(_stat(row["accuracy_at_round"][str(r)], seeds_count)
+                   for r in table["at_rounds"]),
+                 _stat(row["final_ensemble_accuracy"], seeds_count),
+                 *(cell for entry in row["targets"] for cell in _target_cells(entry)),
+                 _stat(row["total_seconds"], seeds_count, 1.0, 0),
+                 _stat(row["server_seconds_per_round"], seeds_count, 1.0, 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for row in table["rows"]:
+        options = {k: v for k, v in row["options"].items() if k != "name"}
+        if options:
+            lines.append(f"- {row['strategy']}: " + ", ".join(
+                f"{key}={value}" for key, value in sorted(options.items())))
+    plots = table.get("plots", {})
+    lines += ["", " ".join(f"![accuracy vs {name}]({path})" for name, path in plots.items()),
+              ""]
+    return lines
+
+
+def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[float | str],
+                 at_rounds: Sequence[int]) -> list[Path]:
+    """Write ``report.md``, ``report.json`` and two plots per table into ``out_dir``.
+
+    Parameters
+    ----------
+    tables : Sequence[Table]
+        From :func:`fedrdskd.report.group_runs`.
+    out_dir : Path
+        Created if missing; plots are linked from ``report.md`` by relative name.
+    targets : Sequence[float | str]
+        Target accuracies in (0, 1], or ``"fedavg"`` for the table's FedAvg final mean.
+    at_rounds : Sequence[int]
+        Rounds at which the accuracy is reported.
+
+    Returns
+    -------
+    list[Path]
+        The files written.
+    """
+    from fedrdskd.report_plots import plot_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries, written = [], []
+    for table, label in zip(tables, table_labels(tables)):
+        summary = summarise_table(table, targets=targets, at_rounds=at_rounds)
+        summary.update(id=slug(label), title=title(label))
+        plots = plot_table(summary, out_dir / summary["id"], summary["title"])
+        summary["plots"] = {name: path.name for name, path in plots.items()}
+        summaries.append(summary)
+        written += plots.values()
+    num_runs = sum(row["num_seeds"] for summary in summaries for row in summary["rows"])
+    markdown = ["# fedrdskd comparison report", "",
+                f"{num_runs} runs in {len(summaries)} table(s). {NOTE}", ""]
+    for summary in summaries:
+        markdown += render_table(summary)
+    (out_dir / "report.md").write_text("\n".join(markdown).rstrip() + "\n")
+    (out_dir / "report.json").write_text(json.dumps(
+        {"note": NOTE, "tables": summaries}, indent=2, allow_nan=False))
+    return [out_dir / "report.md", out_dir / "report.json", *written]
