@@ -1,26 +1,21 @@
 """The ``fedrdskd-report`` command: ``results.json`` files -> fair comparison tables.
 
-Usage::
+    fedrdskd-report multirun/2025-01-01/12-00-00 --out report --target-accuracy 0.95
 
-    fedrdskd-report multirun/2025-01-01/12-00-00 results/cifar10 --out report \
-        --target-accuracy 0.95 --target-accuracy 0.97 --target-accuracy fedavg
+writes ``report.md``, ``report.json`` and two plots per table into ``--out``. Grouping
+rules (they keep a comparison fair):
 
-How runs are grouped (the rules that keep a comparison fair):
-
-1. Every ``results.json`` below the given paths is one run. Its config is flattened to
-   dotted snake_case keys (``partition.alpha``).
-2. Keys in :data:`DEFAULT_IGNORED_KEYS` (paths and hardware: they do not change what is
-   computed) and those given with ``--ignore-key`` are dropped; so is ``seed``.
-3. A *table* is one value of ``dataset.*`` and ``partition.*`` (and of any key given
-   with ``--split-by``). Within a table, runs must agree on every remaining key that is
-   not ``strategy.*`` (model, rounds, clients, local epochs, lr, ...): otherwise the
-   report is refused with a :class:`ConfigMismatchError` naming the keys and run dirs.
-   Refusing (rather than silently splitting) keeps a mixed-up run from turning into a
-   one-seed row of its own; ``--split-by local_epochs`` asks for the split explicitly.
-4. A *row* is one value of ``strategy.*``. Its runs then differ only in the seed and
-   are averaged; two runs with the same seed in one row are refused as duplicates.
-   Rows of the same strategy name with different options (an ablation) are labelled
-   with the differing options.
+1. Each ``results.json`` is a run; its config is flattened to dotted snake_case keys.
+   :data:`DEFAULT_IGNORED_KEYS` (paths, hardware), ``--ignore-key`` keys and ``seed``
+   are left out of all comparisons.
+2. A *table* is one value of ``dataset.*`` and ``partition.*`` (and ``--split-by``
+   keys). Its runs must agree on every other key outside ``strategy.*`` (model, rounds,
+   clients, local epochs, lr, ...), else :class:`ConfigMismatchError` names the keys
+   and run dirs. Refusing rather than splitting keeps a mixed-up run from silently
+   becoming a one-seed row; ``--split-by local_epochs`` asks for the split.
+3. A *row* is one value of ``strategy.*``; its runs differ only in the seed and are
+   averaged (two with the same seed are refused). Rows sharing a strategy name (an
+   ablation) are labelled with their differing options.
 """
 
 from __future__ import annotations
@@ -293,6 +288,12 @@ def _parse_target(text: str) -> float | str:
     return value
 
 
+def _parse_round(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"round '{text}' is not a positive integer")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``fedrdskd-report``."""
     parser = argparse.ArgumentParser(
@@ -308,13 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accuracy in (0, 1] to count rounds to, or 'fedavg' for the "
                              "table's FedAvg final mean accuracy; repeatable "
                              "(default: fedavg)")
-    parser.add_argument("--at-round", action="append", type=int, dest="at_rounds",
+    parser.add_argument("--at-round", action="append", type=_parse_round, dest="at_rounds",
                         metavar="R", help="report accuracy after round R; repeatable "
                                           "(default: 5 and 10)")
     parser.add_argument("--ignore-key", action="append", default=[], dest="ignore_keys",
                         metavar="KEY", help="config key (or pattern) allowed to differ, "
                                             "in addition to: "
                                             + ", ".join(DEFAULT_IGNORED_KEYS))
+    parser.add_argument("--y-min", type=float, default=None, metavar="Y",
+                        help="lower end of the plots' accuracy axis, e.g. 0.9 to zoom in "
+                             "(default: automatic)")
     parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
                         help="config key whose values make separate tables")
     return parser
@@ -330,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = group_runs(runs, ignore_keys=(*DEFAULT_IGNORED_KEYS, *args.ignore_keys),
                             split_by=args.split_by)
         written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
-                               at_rounds=args.at_rounds or [5, 10])
+                               at_rounds=args.at_rounds or [5, 10], y_min=args.y_min)
     except (FileNotFoundError, ValueError) as error:
         log(ERROR, "fedrdskd-report: %s", error)
         return 2

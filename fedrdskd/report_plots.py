@@ -51,7 +51,8 @@ def _draw(axis: Any, rows: Sequence[dict[str, Any]], x_key: str) -> None:
                   linewidth=1.2, label="client ensemble")
 
 
-def plot_table(table: dict[str, Any], stem: Path, heading: str) -> dict[str, Path]:
+def plot_table(table: dict[str, Any], stem: Path, heading: str,
+               y_min: float | None = None) -> dict[str, Path]:
     """Write ``<stem>-rounds.png`` and ``<stem>-time.png`` for one summarised table.
 
     Parameters
@@ -63,6 +64,9 @@ def plot_table(table: dict[str, Any], stem: Path, heading: str) -> dict[str, Pat
         Output path without the suffix, e.g. ``report/mnist-dirichlet-alpha0.1``.
     heading : str
         Plot title.
+    y_min : float | None (default: None)
+        Lower end of the accuracy axis, to zoom in on the last points of a percent
+        (``None``: matplotlib's choice, which includes the initial model's accuracy).
 
     Returns
     -------
@@ -80,6 +84,8 @@ def plot_table(table: dict[str, Any], stem: Path, heading: str) -> dict[str, Pat
         _draw(axis, table["rows"], x_key)
         axis.set_xlabel(x_label)
         axis.set_ylabel("test accuracy")
+        if y_min is not None:
+            axis.set_ylim(bottom=y_min, top=1.0)
         axis.set_title(f"{heading}\nmean over seeds, band: min–max over seeds; "
                        "dashed: class-weighted client ensemble", fontsize=9)
         axis.grid(alpha=0.3)

@@ -65,6 +65,11 @@ def _first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
     return None
 
 
+def _best_accuracy(run: Run) -> float | None:
+    accuracies = [_number(row.get("test_accuracy")) for row in run.rounds]
+    return max((accuracy for accuracy in accuracies if accuracy is not None), default=None)
+
+
 def _total_seconds(run: Run) -> Any:
     total = run.summary.get("total_seconds")
     return total if total is not None else run.rounds[-1].get("elapsed_seconds")
@@ -117,9 +122,7 @@ def summarise_row(row: StrategyRow, at_rounds: Sequence[int]) -> dict[str, Any]:
         "num_seeds": len(runs), "seeds": [run.seed for run in runs],
         "run_dirs": [str(run.run_dir) for run in runs],
         "final_test_accuracy": describe([run.rounds[-1].get("test_accuracy") for run in runs]),
-        "best_test_accuracy": describe([max((a for a in (_number(r.get("test_accuracy"))
-                                                        for r in run.rounds) if a is not None),
-                                            default=None) for run in runs]),
+        "best_test_accuracy": describe([_best_accuracy(run) for run in runs]),
         "accuracy_at_round": {str(server_round): describe([_at_round(run, server_round)
                                                            for run in runs])
                               for server_round in at_rounds},
@@ -166,6 +169,9 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
     last = max(run.rounds[-1]["round"] for row in table.rows for run in row.runs)
     at_rounds = [server_round for server_round in at_rounds if server_round <= last]
     rows = [summarise_row(row, at_rounds) for row in table.rows]
+    if len({json.dumps(sorted(map(str, row["seeds"]))) for row in rows}) > 1:
+        log(WARNING, "Table %s: the strategies ran different seeds: %s", table.identity,
+            {row["strategy"]: row["seeds"] for row in rows})
     resolved = resolve_targets(targets, rows)
     for summary, row in zip(rows, table.rows):
         summary["targets"] = [{**target, **reach_target(row.runs, target["target"])}
@@ -221,17 +227,27 @@ def _target_cells(entry: dict[str, Any]) -> list[str]:
     return [f"{rounds} {counted}", _stat(entry["seconds"], entry["reached"], 1.0, 0)]
 
 
+def _seeds_text(table: dict[str, Any]) -> str:
+    """``"seeds 0, 1"``, or each row's seeds when the rows do not share them."""
+    per_row = {row["strategy"]: ", ".join(str(seed) for seed in sorted(
+        row["seeds"], key=lambda seed: str(seed).zfill(12))) for row in table["rows"]}
+    if len(set(per_row.values())) == 1:
+        return f"seeds {next(iter(per_row.values()))}"
+    return ("rows ran different seeds (partitions and initial models differ, so the rows "
+            "are not paired): " + "; ".join(f"{name} {seeds}"
+                                             for name, seeds in per_row.items()))
+
+
 def render_table(table: dict[str, Any]) -> list[str]:
     """Markdown lines of one summarised table (heading, settings, table, plots)."""
     settings = ", ".join(f"{key.removesuffix('.name')}={table['settings'][key]}"
                          for key in HEADLINE_SETTINGS if key in table["settings"])
-    seeds = sorted({str(seed) for row in table["rows"] for seed in row["seeds"]})
     header = ["strategy", "seeds", "final acc. %", "best acc. %",
               *(f"acc. @{r} %" for r in table["at_rounds"]), "client ensemble final %",
               *(cell for target in table["targets"]
                 for cell in (f"rounds to {target['label']}", f"s to {target['label']}")),
               "total s", "server s/round"]
-    lines = [f"## {table['title']}", "", f"Settings: {settings}; seeds {', '.join(seeds)}.",
+    lines = [f"## {table['title']}", "", f"Settings: {settings}; {_seeds_text(table)}.",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table["rows"]:
         seeds_count = row["num_seeds"]
@@ -258,7 +274,7 @@ def render_table(table: dict[str, Any]) -> list[str]:
 
 
 def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[float | str],
-                 at_rounds: Sequence[int]) -> list[Path]:
+                 at_rounds: Sequence[int], y_min: float | None = None) -> list[Path]:
     """Write ``report.md``, ``report.json`` and two plots per table into ``out_dir``.
 
     Parameters
@@ -271,6 +287,8 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
         Target accuracies in (0, 1], or ``"fedavg"`` for the table's FedAvg final mean.
     at_rounds : Sequence[int]
         Rounds at which the accuracy is reported.
+    y_min : float | None (default: None)
+        Lower end of the plots' accuracy axis (``None``: matplotlib's choice).
 
     Returns
     -------
@@ -279,13 +297,17 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
     """
     from fedrdskd.report_plots import plot_table
 
+    if y_min is not None and not 0.0 <= y_min < 1.0:
+        raise ValueError(f"y_min={y_min} is outside [0, 1): give the accuracy (a fraction) "
+                         "where the plots' axis should start, e.g. 0.9.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries, written = [], []
     for table, label in zip(tables, table_labels(tables)):
         summary = summarise_table(table, targets=targets, at_rounds=at_rounds)
         summary.update(id=slug(label), title=title(label))
-        plots = plot_table(summary, out_dir / summary["id"], summary["title"])
+        plots = plot_table(summary, out_dir / summary["id"], summary["title"],
+                           y_min=y_min)
         summary["plots"] = {name: path.name for name, path in plots.items()}
         summaries.append(summary)
         written += plots.values()

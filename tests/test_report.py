@@ -246,3 +246,21 @@ def test_null_metrics_and_missing_keys_are_handled(tmp_path):
     assert row["server_seconds_per_round"]["mean"] is None
     assert row["total_seconds"]["mean"] == pytest.approx(20.0)
     assert row["curve"]["round"] == [1, 2]
+
+
+def test_rows_with_different_seeds_are_flagged(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1, 10):
+        write_run(root / f"avg{seed}", [0.5, 0.9], seed=seed)
+    write_run(root / "kd0", [0.5, 0.9], strategy="fedrdskd", seed=0)
+    report_of(tmp_path, root)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "rows ran different seeds" in markdown and "fedavg 0, 1, 10; fedrdskd 0" in markdown
+
+
+def test_y_min_zooms_plots_and_is_checked(tmp_path, two_strategies):
+    assert main([str(two_strategies), "--out", str(tmp_path / "zoom"), "--y-min", "0.9"]) == 0
+    assert (tmp_path / "zoom" / "mnist-dirichlet-alpha0.1-rounds.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="y_min=95.0 is outside"):
+        write_report(tables_of(two_strategies), tmp_path / "bad", targets=[], at_rounds=[],
+                     y_min=95.0)
