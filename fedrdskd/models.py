@@ -20,16 +20,16 @@ MODEL_NAMES = ("lenet5", "lenet5_half", "cnn", "resnet18")
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, as in DAFL/RDSKD's code.
 
-    conv 5x5 -> pool -> conv 5x5 -> pool -> FC -> FC -> FC. Images smaller than 32x32
-    are zero-padded in the first convolution (padding 2 at 28x28, the classic MNIST
-    set-up), so the feature map is 5x5 at both 28x28 and 32x32.
+    conv 5x5 -> pool -> conv 5x5 -> pool -> FC -> FC -> FC. For images smaller than
+    32x32 the first convolution pads by 2 (the classic MNIST set-up), so the feature
+    map is 5x5 at both 28x28 and 32x32.
 
     Parameters
     ----------
     num_classes : int
         Output logits.
     image_shape : tuple[int, int, int]
-        Input (C, H, W); H and W must be at least 12 after padding.
+        Input (C, H, W); H and W must be at least 12.
     width : float (default: 1.0)
         Channel/unit multiplier: 1.0 gives 6-16-120-84, 0.5 the RDSKD student
         LeNet-5-half (3-8-60-42).
@@ -40,7 +40,7 @@ class LeNet5(nn.Module):
         super().__init__()
         channels, height, width_px = image_shape
         conv1, conv2, fc1, fc2 = (max(1, round(size * width)) for size in (6, 16, 120, 84))
-        padding = max(0, (32 - min(height, width_px) + 1) // 2)
+        padding = 2 if min(height, width_px) < 32 else 0
         out_height, out_width = (((size + 2 * padding - 4) // 2 - 4) // 2
                                  for size in (height, width_px))
         if min(out_height, out_width) < 1:

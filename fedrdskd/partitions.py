@@ -133,10 +133,12 @@ def partition_labels(labels: np.ndarray, num_partitions: int, scheme: str, *,
             partitions = [np.sort(np.asarray(partitioner.load_partition(pid)["index"][:],
                                              dtype=np.int64)) for pid in range(num_partitions)]
         except ValueError as error:
-            raise ValueError(f"Cannot build a {scheme} partition with num_clients="
-                             f"{num_partitions}, partition.alpha={alpha}, partition."
-                             f"classes_per_client={classes_per_client}, partition."
-                             f"min_partition_size={min_partition_size}: {error}") from error
+            raise ValueError(
+                f"Cannot build a {scheme} partition with num_clients={num_partitions}, "
+                f"partition.alpha={alpha}, partition.classes_per_client={classes_per_client},"
+                f" partition.min_partition_size={min_partition_size} ({error}). Raise "
+                "partition.alpha, or lower partition.min_partition_size (0 disables it) "
+                "or num_clients.") from error
     report_partitioner_warnings(scheme, caught, min_partition_size)
     smallest = min(len(part) for part in partitions)
     if smallest < min_partition_size:
