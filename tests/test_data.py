@@ -4,7 +4,6 @@ IDX files, the disk cache and memo, the missing-dataset message, normalisation a
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import time
 from pathlib import Path
@@ -33,12 +32,9 @@ def fresh_memo():
 
 
 @pytest.fixture(scope="module")
-def real_data_root() -> Path:
-    root = os.environ.get("FEDRDSKD_DATA")
-    if not root:
-        pytest.skip("FEDRDSKD_DATA is not set: point it at the offline datasets "
-                    "(e.g. ../shared/data) to run the real-data loader tests")
-    return Path(root)
+def real_data_root(shared_data_root) -> Path:
+    """The real offline datasets (conftest's fixture skips with a reason if unset)."""
+    return shared_data_root
 
 
 @pytest.fixture(scope="module")

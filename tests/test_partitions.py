@@ -3,10 +3,9 @@ minimum sizes, validation messages, local test splits, summaries, plots, client 
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
+from fake_data import write_fake_mnist
 
 from fedrdskd import partitions
 from fedrdskd.data import clear_memory_cache
@@ -161,30 +160,17 @@ def test_plot_partition_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def write_tiny_mnist(root, count: int = 400) -> np.ndarray:
-    """A class-balanced MNIST-format train split of ``count`` images."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    labels = np.arange(count) % 10
-    images = np.zeros((count, 28, 28), dtype=np.uint8)
-    for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
-        header = struct.pack(">HBB", 0, 0x08, array.ndim)
-        header += struct.pack(">" + "I" * array.ndim, *array.shape)
-        (raw / name).write_bytes(header + array.astype(np.uint8).tobytes())
-    return labels
-
-
 def test_load_client_data_partitions_once_and_covers_the_dataset(tmp_path):
     clear_memory_cache()
     partitions._cached_partitions.cache_clear()
-    labels = write_tiny_mnist(tmp_path)
+    write_fake_mnist(tmp_path, num_train=400, num_test=100)
     settings = dict(num_partitions=4, scheme="dirichlet", alpha=0.5, classes_per_client=2,
                     min_partition_size=10, test_fraction=0.2, seed=1)
     clients = [load_client_data("mnist", tmp_path, partition_id=pid, **settings)
                for pid in range(4)]
     info = partitions._cached_partitions.cache_info()
     assert (info.misses, info.hits) == (1, 3)
-    assert sum(len(c.train) + len(c.test) for c in clients) == len(labels)
+    assert sum(len(c.train) + len(c.test) for c in clients) == 400
     for client in clients:
         assert len(client.test) == max(1, int(0.2 * (len(client.train) + len(client.test))))
         expected_counts = np.bincount(client.train.labels.numpy(), minlength=10)

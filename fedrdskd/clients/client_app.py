@@ -1,0 +1,130 @@
+"""The ClientApp: local training and evaluation on one non-IID partition.
+
+Reply contract of a training round (what the fedrdskd strategies rely on):
+
+- ``"arrays"``: ``ArrayRecord`` with the trained model;
+- ``"metrics"``: ``MetricRecord`` with scalar ``num-examples`` and ``train-loss``;
+- ``"label-counts"``: optional ``ConfigRecord`` ``{"label-counts": [n_0, ..., n_C-1]}``
+  with the client's per-class training label counts (switch off with
+  ``client.send_label_counts=false``; FedRDSKD works without it, FedFTG needs it).
+
+Per-round training settings come from the server in the message's ``"config"``
+(``lr``, ``momentum``, ``weight-decay``, ``local-epochs``, ``batch-size``, ``seed``,
+``server-round`` and FedProx's ``proximal-mu``). Data and model settings come from
+:class:`~fedrdskd.experiment.ClientSettings`: passed in by the simulation, or read
+from ``context.run_config`` under ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrdskd.clients.training import evaluate, train
+from fedrdskd.data import dataset_info
+from fedrdskd.experiment import ClientSettings, experiment_from_run_config
+from fedrdskd.models import build_model
+from fedrdskd.partitions import ClientData, load_client_data
+from fedrdskd.strategies.replies import LABEL_COUNTS_KEY
+
+
+def settings_from_context(context: Context) -> ClientSettings:
+    """Client settings of a ``flwr run``: the run config, with node-config overrides.
+
+    A SuperNode may set ``data-root`` in its node config to point at its own copy of
+    the data.
+    """
+    settings = experiment_from_run_config(context.run_config).client
+    node_root = context.node_config.get("data-root")
+    if node_root:
+        data = type(settings.data)(**{**settings.data.__dict__, "root": str(node_root)})
+        settings = type(settings)(**{**settings.__dict__, "data": data})
+    return settings
+
+
+def client_data(settings: ClientSettings, context: Context) -> ClientData:
+    """This node's partition (memoised per process by :func:`load_client_data`)."""
+    partition = settings.partition
+    return load_client_data(
+        settings.data.dataset, settings.data.root,
+        partition_id=int(context.node_config["partition-id"]),
+        num_partitions=int(context.node_config["num-partitions"]),
+        scheme=partition.scheme, alpha=partition.alpha,
+        classes_per_client=partition.classes_per_client,
+        min_partition_size=partition.min_partition_size,
+        test_fraction=partition.test_fraction, seed=settings.seed,
+        download=settings.data.download, cache_dir=settings.data.cache_dir)
+
+
+def received_model(settings: ClientSettings, message: Message) -> torch.nn.Module:
+    """Build the model and load the global weights the server sent."""
+    info = dataset_info(settings.data.dataset)
+    model = build_model(settings.model, num_classes=info.num_classes,
+                        image_shape=info.image_shape)
+    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    return model
+
+
+def shuffle_generator(seed: int, server_round: int, partition_id: int) -> torch.Generator:
+    """A generator seeded by (experiment seed, round, partition): reproducible shuffles."""
+    state = np.random.SeedSequence([seed, server_round, partition_id]).generate_state(1)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def handle_train(message: Message, context: Context, settings: ClientSettings) -> Message:
+    """Train the received model locally and reply with weights, metrics, label counts."""
+    torch.set_num_threads(settings.num_threads)
+    data = client_data(settings, context)
+    model = received_model(settings, message)
+    config = message.content["config"]
+    server_round = int(config.get("server-round", 0))
+    generator = shuffle_generator(int(config.get("seed", settings.seed)), server_round,
+                                  int(context.node_config["partition-id"]))
+    train_loss = train(
+        model, data.train, epochs=int(config["local-epochs"]),
+        batch_size=int(config["batch-size"]), lr=float(config["lr"]),
+        momentum=float(config.get("momentum", 0.0)),
+        weight_decay=float(config.get("weight-decay", 0.0)),
+        proximal_mu=float(config.get("proximal-mu", 0.0)), generator=generator)
+    content = RecordDict({
+        "arrays": ArrayRecord(model.state_dict()),
+        "metrics": MetricRecord({"train-loss": train_loss,
+                                 "num-examples": len(data.train)}),
+    })
+    if settings.send_label_counts:
+        counts = [int(n) for n in data.label_counts]
+        content[LABEL_COUNTS_KEY] = ConfigRecord({LABEL_COUNTS_KEY: counts})
+    return Message(content=content, reply_to=message)
+
+
+def handle_evaluate(message: Message, context: Context,
+                    settings: ClientSettings) -> Message:
+    """Evaluate the received model on this client's held-out local test split."""
+    torch.set_num_threads(settings.num_threads)
+    data = client_data(settings, context)
+    model = received_model(settings, message)
+    loss, accuracy = evaluate(model, data.test)
+    metrics = MetricRecord({"eval-loss": loss, "eval-accuracy": accuracy,
+                            "num-examples": len(data.test)})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
+
+
+def build_client_app(settings: ClientSettings | None = None) -> ClientApp:
+    """A ClientApp bound to ``settings``, or reading them from the run config if ``None``."""
+    app = ClientApp()
+
+    @app.train()
+    def _train(message: Message, context: Context) -> Message:
+        return handle_train(message, context, settings or settings_from_context(context))
+
+    @app.evaluate()
+    def _evaluate(message: Message, context: Context) -> Message:
+        return handle_evaluate(message, context,
+                               settings or settings_from_context(context))
+
+    return app
+
+
+app = build_client_app()

@@ -1,0 +1,67 @@
+"""Test-set diagnostics of the round's client ensemble (the bound distillation can approach).
+
+The *strategy* stays data-free: the simulation passes this function in as
+``ensemble_evaluate_fn``; it is the harness, not the method, that reads the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fedrdskd.data import ImageDataset, batches
+from fedrdskd.kd.ensemble import TeacherEnsemble, ensemble_weights
+from fedrdskd.strategies.replies import ClientModel
+
+
+def ensemble_test_accuracies(
+    model_fn: Callable[[], torch.nn.Module],
+    members: Sequence[ClientModel],
+    test: ImageDataset,
+    *,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, float]:
+    """Accuracy of the size-weighted and (if counts were sent) class-weighted ensembles.
+
+    Returns
+    -------
+    dict[str, float]
+        ``ensemble-accuracy-size-weighted`` and, when every member sent label counts,
+        ``ensemble-accuracy-class-weighted``; fractions in [0, 1].
+    """
+    num_classes = test.info.num_classes
+    sizes = [m.num_examples for m in members]
+    weightings = {"size-weighted": ensemble_weights(
+        "num-examples", num_examples=sizes, label_counts=None, num_classes=num_classes)}
+    if all(m.label_counts is not None for m in members):
+        counts = np.stack([m.label_counts for m in members])
+        weightings["class-weighted"] = ensemble_weights(
+            "class", num_examples=sizes, label_counts=counts, num_classes=num_classes)
+    teacher = TeacherEnsemble(model_fn, [m.state_dict for m in members],
+                              weightings["size-weighted"], device=device)
+    correct = dict.fromkeys(weightings, 0)
+    for images, labels in batches(test, batch_size, shuffle=False, generator=None):
+        member_logits = teacher.member_logits(images.to(device))
+        for name, weights in weightings.items():
+            logits = torch.einsum("kc,kbc->bc", weights.to(device), member_logits)
+            correct[name] += (logits.argmax(1).cpu() == labels).sum().item()
+    return {f"ensemble-accuracy-{name}": hits / len(test) for name, hits in correct.items()}
+
+
+def make_ensemble_evaluate_fn(
+    model_fn: Callable[[], torch.nn.Module],
+    test: ImageDataset,
+    *,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+) -> Callable[[int, Sequence[ClientModel]], dict[str, float]]:
+    """Bind :func:`ensemble_test_accuracies` to a test set, for ``ensemble_evaluate_fn``."""
+
+    def evaluate_members(server_round: int, members: Sequence[ClientModel]) -> dict:
+        return ensemble_test_accuracies(model_fn, members, test, batch_size=batch_size,
+                                        device=device)
+
+    return evaluate_members

@@ -1,0 +1,250 @@
+"""One experiment's settings as frozen dataclasses, parsed and validated from a plain dict.
+
+Both entry points end here: the Hydra CLI passes its resolved config as a nested dict,
+and ``flwr run .`` passes the app's run config (flat, dotted, kebab-case keys) which
+:func:`experiment_from_run_config` unflattens. Everything downstream (ServerApp,
+ClientApp, strategies, data) receives these dataclasses or plain keyword arguments,
+never a Hydra ``DictConfig``. Invalid values raise ``ValueError`` naming the key and
+the allowed values *before* Ray starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from fedrdskd.data import DATASETS
+from fedrdskd.models import MODEL_NAMES
+from fedrdskd.strategies.registry import STRATEGY_NAMES
+
+PARTITION_SCHEMES = ("dirichlet", "pathological", "iid")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where and how a client or the server finds its dataset."""
+
+    dataset: str = "mnist"
+    root: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PartitionSettings:
+    """How the training set is split over clients (seeded by the experiment seed)."""
+
+    scheme: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    min_partition_size: int = 10
+    test_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What every ClientApp needs besides the per-round training config."""
+
+    data: DataSettings
+    partition: PartitionSettings
+    model: str
+    seed: int
+    send_label_counts: bool = True
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Server-side resources and diagnostics."""
+
+    device: str = "cpu"
+    num_threads: int = 2
+    evaluate_ensemble: bool = True
+    eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """Which strategy and its own keyword arguments (snake_case)."""
+
+    name: str = "fedavg"
+    target: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole run: federation size, local training, strategy, data, resources."""
+
+    client: ClientSettings
+    server: ServerSettings
+    strategy: StrategySettings
+    num_rounds: int = 30
+    num_clients: int = 20
+    fraction_train: float = 0.5
+    fraction_evaluate: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
+    output_dir: str | None = None
+    resolved: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def seed(self) -> int:
+        """The experiment seed (partitions, sampling, initialisation)."""
+        return self.client.seed
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"Invalid config value {key}={value!r}: {allowed}.")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    _require(value in allowed, key, value, f"allowed values are {', '.join(allowed)}")
+    return str(value)
+
+
+def _number(key: str, value: Any, low: float, high: float, *, low_open=False,
+            integer=False) -> Any:
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (not integer or float(value).is_integer())
+    _require(ok, key, value, f"must be {kind}")
+    above = value > low if low_open else value >= low
+    bracket = "(" if low_open else "["
+    _require(above and value <= high, key, value,
+             f"allowed range is {bracket}{low}, {high}]")
+    return int(value) if integer else float(value)
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value in (None, "", "null") else str(value)
+
+
+def _parse_partition(raw: Mapping[str, Any], num_classes: int) -> PartitionSettings:
+    scheme = _choice("partition.name", raw.get("name", "dirichlet"), PARTITION_SCHEMES)
+    return PartitionSettings(
+        scheme=scheme,
+        alpha=_number("partition.alpha", raw.get("alpha", 0.5), 0.0, math.inf,
+                      low_open=True),
+        classes_per_client=_number("partition.classes_per_client",
+                                   raw.get("classes_per_client", 2), 1, num_classes,
+                                   integer=True),
+        min_partition_size=_number("partition.min_partition_size",
+                                   raw.get("min_partition_size", 10), 0, math.inf,
+                                   integer=True),
+        test_fraction=_number("partition.test_fraction", raw.get("test_fraction", 0.1),
+                              0.0, 0.9),
+    )
+
+
+def _parse_strategy(raw: Mapping[str, Any]) -> StrategySettings:
+    name = _choice("strategy.name", raw.get("name", "fedavg"), STRATEGY_NAMES)
+    options = {k: v for k, v in raw.items() if k not in ("name", "_target_")}
+    return StrategySettings(name=name, target=raw.get("_target_"),
+                            options=MappingProxyType(options))
+
+
+def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Parse and validate a nested experiment dict (Hydra's resolved config).
+
+    Parameters
+    ----------
+    raw : Mapping[str, Any]
+        Nested plain dict with the keys of ``fedrdskd/conf/config.yaml``.
+
+    Returns
+    -------
+    ExperimentConfig
+        Validated settings; ``resolved`` keeps ``raw`` for the results file.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending key, its value and the allowed values or range.
+    """
+    dataset = _choice("dataset.name", raw.get("dataset", {}).get("name"),
+                      tuple(DATASETS))
+    num_classes = DATASETS[dataset].num_classes
+    data_raw = raw.get("data", {})
+    client_raw = raw.get("client", {})
+    server_raw = raw.get("server", {})
+    client = ClientSettings(
+        data=DataSettings(dataset=dataset, root=_optional_path(data_raw.get("root")),
+                          download=bool(data_raw.get("download", False)),
+                          cache_dir=_optional_path(data_raw.get("cache_dir"))),
+        partition=_parse_partition(raw.get("partition", {}), num_classes),
+        model=_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
+        seed=_number("seed", raw.get("seed", 0), 0, 2**31 - 1, integer=True),
+        send_label_counts=bool(client_raw.get("send_label_counts", True)),
+        num_threads=max(1, int(math.ceil(_number(
+            "client.num_cpus", client_raw.get("num_cpus", 1), 0.0, 1024, low_open=True)))),
+    )
+    server = ServerSettings(
+        device=str(server_raw.get("device", "cpu")),
+        num_threads=_number("server.num_threads", server_raw.get("num_threads", 2), 1,
+                            1024, integer=True),
+        evaluate_ensemble=bool(server_raw.get("evaluate_ensemble", True)),
+        eval_batch_size=_number("server.eval_batch_size",
+                                server_raw.get("eval_batch_size", 1000), 1, 2**20,
+                                integer=True),
+    )
+    return ExperimentConfig(
+        client=client,
+        server=server,
+        strategy=_parse_strategy(raw.get("strategy", {})),
+        num_rounds=_number("num_rounds", raw.get("num_rounds", 30), 1, 10**6, integer=True),
+        num_clients=_number("num_clients", raw.get("num_clients", 20), 1, 10**6,
+                            integer=True),
+        fraction_train=_number("fraction_train", raw.get("fraction_train", 0.5), 0.0, 1.0,
+                               low_open=True),
+        fraction_evaluate=_number("fraction_evaluate", raw.get("fraction_evaluate", 0.0),
+                                  0.0, 1.0),
+        local_epochs=_number("local_epochs", raw.get("local_epochs", 1), 1, 10**4,
+                             integer=True),
+        batch_size=_number("batch_size", raw.get("batch_size", 32), 1, 2**20, integer=True),
+        lr=_number("lr", raw.get("lr", 0.01), 0.0, 100.0, low_open=True),
+        momentum=_number("momentum", raw.get("momentum", 0.9), 0.0, 1.0),
+        weight_decay=_number("weight_decay", raw.get("weight_decay", 0.0), 0.0, 1.0),
+        client_num_cpus=float(client_raw.get("num_cpus", 1)),
+        client_num_gpus=_number("client.num_gpus", client_raw.get("num_gpus", 0.0), 0.0,
+                                1024),
+        output_dir=_optional_path(raw.get("output_dir")),
+        resolved=MappingProxyType(dict(raw)),
+    )
+
+
+def unflatten_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn Flower's flat run config (``"partition.alpha"``, kebab-case) into a nested dict.
+
+    Parameters
+    ----------
+    run_config : Mapping[str, Any]
+        ``context.run_config`` from ``[tool.flwr.app.config]`` plus ``--run-config``.
+
+    Returns
+    -------
+    dict[str, Any]
+        The same nesting and snake_case keys as the Hydra config.
+    """
+    nested: dict[str, Any] = {}
+    for flat_key, value in run_config.items():
+        parts = [part.replace("-", "_") for part in str(flat_key).split(".")]
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """Parse ``context.run_config`` of a ``flwr run`` into an :class:`ExperimentConfig`."""
+    return experiment_from_dict(unflatten_run_config(run_config))

@@ -1,0 +1,161 @@
+"""Server-side data-free distillation as a mixin for any Flower Message-API strategy.
+
+``DistillationMixin`` refines the aggregated global model after each round: it builds
+the teacher ensemble from the round's valid client models, lets a synthesizer
+(:mod:`fedrdskd.kd`) train its generator against that ensemble, and fine-tunes the
+aggregate (the student) on generated samples. Method-specific parts (which
+synthesizer, the student optimiser, how the strength changes over rounds) are small
+hooks that :class:`~fedrdskd.strategies.FedRDSKD` and
+:class:`~fedrdskd.strategies.FedFTG` implement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+from flwr.common import log
+
+from fedrdskd.kd.base import Synthesizer
+from fedrdskd.kd.distill import DistillationSchedule, run_distillation
+from fedrdskd.kd.ensemble import TeacherEnsemble, ensemble_weights
+from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
+from fedrdskd.strategies.replies import ClientModel
+
+ENSEMBLE_WEIGHTINGS = ("uniform", "num-examples", "class")
+
+
+def member_weights(
+    kind: str, members: Sequence[ClientModel], num_classes: int
+) -> tuple[torch.Tensor, str]:
+    """Ensemble weights ``[K, C]`` for the round, falling back if label counts are missing.
+
+    Returns
+    -------
+    tuple[torch.Tensor, str]
+        The weights and the weighting actually used.
+    """
+    used = kind
+    if kind == "class" and any(m.label_counts is None for m in members):
+        log(WARNING, "ensemble_weighting='class' needs label counts from every client; "
+            "some did not send them, using 'num-examples' this round.")
+        used = "num-examples"
+    counts = (np.stack([m.label_counts for m in members]) if used == "class" else None)
+    weights = ensemble_weights(used, num_examples=[m.num_examples for m in members],
+                               label_counts=counts, num_classes=num_classes)
+    return weights, used
+
+
+class DistillationMixin(ClientEnsembleMixin):
+    """Fine-tune the aggregate on synthetic data to match the client ensemble.
+
+    Parameters
+    ----------
+    input_shape : tuple[int, int, int]
+        ``(C, H, W)`` of the model's input; the generator produces this shape.
+    ensemble_weighting : str (default: "class")
+        How client models are weighted in the teacher: ``"uniform"``,
+        ``"num-examples"`` or ``"class"`` (per-class weights ``n_kc / sum_k n_kc``,
+        which needs the clients' label counts; falls back to ``"num-examples"``
+        with a warning when they are missing).
+    batched_ensemble : bool (default: True)
+        Evaluate the K teachers in one vectorised call (``torch.func``) instead of a
+        Python loop over models.
+    device : str (default: "cpu")
+        Device for the server-side distillation.
+    seed : int (default: 0)
+        Seeds the generator's initialisation and the synthesizer's sampling.
+    **kwargs
+        ``model_fn``, ``num_classes``, ``ensemble_evaluate_fn`` and everything the base
+        Flower strategy takes.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        ensemble_weighting: str = "class",
+        batched_ensemble: bool = True,
+        device: str = "cpu",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
+            raise ValueError(f"ensemble_weighting must be one of {ENSEMBLE_WEIGHTINGS}, "
+                             f"got {ensemble_weighting!r}.")
+        if len(tuple(input_shape)) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}.")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.ensemble_weighting = ensemble_weighting
+        self.batched_ensemble = batched_ensemble
+        self.device = torch.device(device)
+        self.seed = seed
+        self._synthesizer: Synthesizer | None = None
+
+    # ---- hooks for the concrete methods ------------------------------------------
+    def build_synthesizer(self) -> Synthesizer:
+        """Create the method's synthesizer (called once; it persists across rounds)."""
+        raise NotImplementedError
+
+    def round_schedule(self, server_round: int) -> DistillationSchedule:
+        """How many generator/student steps to take this round."""
+        raise NotImplementedError
+
+    def student_optimizer(
+        self, student: torch.nn.Module, server_round: int
+    ) -> torch.optim.Optimizer:
+        """The optimiser that fine-tunes the aggregate this round."""
+        raise NotImplementedError
+
+    def prepare_round(
+        self, server_round: int, members: Sequence[ClientModel], teacher: TeacherEnsemble
+    ) -> None:
+        """Per-round set-up of the synthesizer (default: nothing)."""
+
+    # ---- the shared round -----------------------------------------------------------
+    @property
+    def synthesizer(self) -> Synthesizer:
+        """The persistent synthesizer (generator and its optimiser), built on first use."""
+        if self._synthesizer is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self._synthesizer = self.build_synthesizer()
+        return self._synthesizer
+
+    def build_teacher(self, members: Sequence[ClientModel]) -> TeacherEnsemble:
+        """The round's frozen teacher: the valid client models, weighted."""
+        weights, _ = member_weights(self.ensemble_weighting, members, self.num_classes)
+        return TeacherEnsemble(self.model_fn, [m.state_dict for m in members], weights,
+                               device=self.device, batched=self.batched_ensemble)
+
+    def refine_global_model(
+        self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
+    ) -> tuple[ArrayRecord, dict[str, float]]:
+        """Distil the client ensemble into the aggregated model."""
+        schedule = self.round_schedule(server_round)
+        if schedule.generator_steps == 0 and schedule.student_steps == 0:
+            return arrays, {}
+        teacher = self.build_teacher(members)
+        student = self.model_fn().to(self.device)
+        student.load_state_dict(arrays.to_torch_state_dict())
+        self.prepare_round(server_round, members, teacher)
+        optimizer = self.student_optimizer(student, server_round)
+        metrics = run_distillation(student, teacher, self.synthesizer, optimizer, schedule)
+        log(INFO, "Round %d distillation: %s", server_round,
+            ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+        return ArrayRecord(state), metrics
+
+    # ---- checkpointing --------------------------------------------------------------
+    def distillation_state(self) -> dict[str, Any]:
+        """The synthesizer's state (generator, optimiser, RNG), for checkpoints."""
+        return {"synthesizer": self.synthesizer.state_dict()}
+
+    def load_distillation_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`distillation_state` returned."""
+        self.synthesizer.load_state_dict(state["synthesizer"])

@@ -1,0 +1,167 @@
+"""FedRDSKD: FedAvg (or any Flower strategy) + server-side RDSKD distillation.
+
+After aggregation, the server trains a generator against the ensemble of this round's
+client models with the RDSKD generator loss (Han et al., ICASSP 2021, arXiv
+2011.03749) and fine-tunes the aggregate on generated samples with the temperature-
+scaled KD loss. No client data reaches the server.
+
+Add it to another Flower strategy with one line::
+
+    class FedProxRDSKD(RDSKDMixin, FedProx):
+        pass
+"""
+
+from __future__ import annotations
+
+import math
+from logging import INFO
+from typing import Any
+
+import torch
+from flwr.common import log
+from flwr.serverapp.strategy import FedAvg
+
+from fedrdskd.kd.distill import DistillationSchedule
+from fedrdskd.kd.generators import DAFLGenerator
+from fedrdskd.kd.rdskd import RDSKDSynthesizer
+from fedrdskd.strategies.distillation import DistillationMixin
+
+STUDENT_OPTIMIZERS = ("adam", "sgd")
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}.")
+
+
+class RDSKDMixin(DistillationMixin):
+    """RDSKD distillation for any Flower Message-API strategy (put it first in the bases).
+
+    Parameters
+    ----------
+    generator_steps : int (default: 20)
+        Generator updates per round (per iteration).
+    student_steps : int (default: 20)
+        Student (global model) updates per round (per iteration), before decay.
+    iterations : int (default: 1)
+        Outer iterations per round; ``> 1`` interleaves generator and student steps.
+    batch_size : int (default: 64)
+        Synthetic batch size for both phases.
+    latent_dim : int (default: 100)
+        Size of the generator's latent vector ``z``.
+    generator_channels : int (default: 64)
+        Width of the DAFL-style generator (the released code uses 128); it sets
+        most of the server's cost at LeNet scale.
+    generator_lr : float (default: 1e-3)
+        Adam learning rate of the generator.
+    student_lr : float (default: 1e-3)
+        Learning rate of the student optimiser.
+    student_optimizer : str (default: "adam")
+        ``"adam"`` (as in RDSKD's released code) or ``"sgd"``.
+    temperature : float (default: 10.0)
+        KD temperature ``tau`` of the student loss.
+    reference_interval : int (default: 20)
+        Generator steps between refreshes of the loss references of RDSKD's
+        exponential penalty.
+    strength_decay : float (default: 1.0)
+        Per-round factor on the student steps: round ``r`` takes
+        ``round(student_steps * strength_decay ** (r - 1))`` steps (1.0 = constant).
+    **kwargs
+        ``input_shape``, ``ensemble_weighting``, ``device``, ``seed``, ``model_fn``,
+        ``num_classes``, and every argument of the base strategy.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator_steps: int = 20,
+        student_steps: int = 20,
+        iterations: int = 1,
+        batch_size: int = 64,
+        latent_dim: int = 100,
+        generator_channels: int = 64,
+        generator_lr: float = 1e-3,
+        student_lr: float = 1e-3,
+        student_optimizer: str = "adam",
+        temperature: float = 10.0,
+        reference_interval: int = 20,
+        strength_decay: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, value in (("generator_steps", generator_steps),
+                            ("student_steps", student_steps)):
+            _check_range(name, value, 0, 10**6)
+        for name, value in (("iterations", iterations), ("batch_size", batch_size),
+                            ("latent_dim", latent_dim),
+                            ("generator_channels", generator_channels),
+                            ("reference_interval", reference_interval)):
+            _check_range(name, value, 1, 10**6)
+        _check_range("strength_decay", strength_decay, 0.0, 1.0)
+        if student_optimizer not in STUDENT_OPTIMIZERS:
+            raise ValueError(f"student_optimizer must be one of {STUDENT_OPTIMIZERS}, "
+                             f"got {student_optimizer!r}.")
+        if not (generator_lr > 0 and student_lr > 0 and temperature > 0):
+            raise ValueError("generator_lr, student_lr and temperature must be > 0.")
+        self.generator_steps = generator_steps
+        self.student_steps = student_steps
+        self.iterations = iterations
+        self.distill_batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.generator_channels = generator_channels
+        self.generator_lr = generator_lr
+        self.student_lr = student_lr
+        self.student_optimizer_name = student_optimizer
+        self.temperature = temperature
+        self.reference_interval = reference_interval
+        self.strength_decay = strength_decay
+
+    def summary(self) -> None:
+        """Log the base strategy's settings, then RDSKD's."""
+        super().summary()
+        log(INFO, "\t└──> RDSKD distillation:")
+        log(INFO, "\t\t├── Steps per round: generator %d | student %d | iterations %d",
+            self.generator_steps, self.student_steps, self.iterations)
+        log(INFO, "\t\t├── Generator: latent %d | channels %d | Adam lr %g | batch %d",
+            self.latent_dim, self.generator_channels, self.generator_lr,
+            self.distill_batch_size)
+        log(INFO, "\t\t├── Student: %s lr %g | temperature %g | strength decay %g",
+            self.student_optimizer_name, self.student_lr, self.temperature,
+            self.strength_decay)
+        log(INFO, "\t\t└── Ensemble: %s weighting | batched %s | device %s",
+            self.ensemble_weighting, self.batched_ensemble, self.device)
+
+    def build_synthesizer(self) -> RDSKDSynthesizer:
+        """A DAFL-style generator trained with the RDSKD loss (persists across rounds)."""
+        generator = DAFLGenerator(self.latent_dim, self.input_shape,
+                                  channels=self.generator_channels)
+        return RDSKDSynthesizer(
+            generator, latent_dim=self.latent_dim, lr=self.generator_lr,
+            batch_size=self.distill_batch_size,
+            reference_interval=self.reference_interval,
+            temperature=self.temperature, device=self.device, seed=self.seed)
+
+    def round_schedule(self, server_round: int) -> DistillationSchedule:
+        """Constant generator steps; student steps decayed by ``strength_decay``."""
+        scale = self.strength_decay ** max(server_round - 1, 0)
+        return DistillationSchedule(
+            iterations=self.iterations, generator_steps=self.generator_steps,
+            student_steps=int(math.floor(self.student_steps * scale + 0.5)),
+            batch_size=self.distill_batch_size)
+
+    def student_optimizer(
+        self, student: torch.nn.Module, server_round: int
+    ) -> torch.optim.Optimizer:
+        """Adam (RDSKD's choice) or plain SGD on the aggregate's parameters."""
+        if self.student_optimizer_name == "sgd":
+            return torch.optim.SGD(student.parameters(), lr=self.student_lr)
+        return torch.optim.Adam(student.parameters(), lr=self.student_lr)
+
+
+class FedRDSKD(RDSKDMixin, FedAvg):
+    """FedAvg followed by server-side RDSKD distillation of the client ensemble.
+
+    Takes every :class:`flwr.serverapp.strategy.FedAvg` keyword argument plus those of
+    :class:`RDSKDMixin`, :class:`~fedrdskd.strategies.distillation.DistillationMixin`
+    and :class:`~fedrdskd.strategies.client_ensemble.ClientEnsembleMixin`.
+    """

@@ -1,0 +1,128 @@
+"""Strategies by name, for the Hydra CLI and ``flwr run``.
+
+A name is either a plain Flower strategy (``fedavg``, ``fedprox``, ``fedadam``,
+``fedtrimmedavg``), used with :class:`ClientEnsembleMixin` so that invalid replies are
+screened out and the client ensemble can be evaluated as a diagnostic, or a
+distillation method (``fedrdskd``, ``fedftg``) put on top of one of those bases
+(option ``base``, default ``fedavg``). A Hydra config may instead give ``_target_``,
+the import path of any strategy class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg, Strategy
+
+from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
+
+BASE_STRATEGIES: dict[str, type[Strategy]] = {
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedadam": FedAdam,
+    "fedtrimmedavg": FedTrimmedAvg,
+}
+# name -> (mixin for any base, ready-made class on FedAvg)
+DISTILLATION_METHODS: dict[str, tuple[str, str]] = {
+    "fedrdskd": ("fedrdskd.strategies.fedrdskd:RDSKDMixin",
+                 "fedrdskd.strategies.fedrdskd:FedRDSKD"),
+    "fedftg": ("fedrdskd.strategies.fedftg:FedFTGMixin",
+               "fedrdskd.strategies.fedftg:FedFTG"),
+}
+STRATEGY_NAMES = tuple(BASE_STRATEGIES) + tuple(DISTILLATION_METHODS)
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:Name"`` or ``"package.module.Name"``."""
+    module_name, _, attribute = path.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def compose(mixin: type, base: type[Strategy], name: str | None = None) -> type[Strategy]:
+    """A strategy class with ``mixin`` in front of ``base`` (e.g. RDSKD on FedProx).
+
+    Classes are cached, so composing the same pair twice gives the same class.
+    """
+    key = (mixin, base)
+    if key not in _COMPOSED:
+        name = name or f"{mixin.__name__.removesuffix('Mixin')}On{base.__name__}"
+        doc = f"{base.__name__} with {mixin.__name__} in front (built by `compose`)."
+        _COMPOSED[key] = type(name, (mixin, base), {"__doc__": doc,
+                                                   "__module__": __name__})
+    return _COMPOSED[key]
+
+
+_COMPOSED: dict[tuple[type, type], type] = {}
+
+
+def strategy_class(name: str, *, base: str = "fedavg", target: str | None = None) -> type:
+    """Resolve a strategy class from a config's ``name``/``base``/``_target_``."""
+    if target:
+        return import_object(target)
+    if base not in BASE_STRATEGIES:
+        raise ValueError(f"Invalid config value strategy.base={base!r}: allowed values "
+                         f"are {', '.join(BASE_STRATEGIES)}.")
+    if name in DISTILLATION_METHODS:
+        mixin_path, on_fedavg_path = DISTILLATION_METHODS[name]
+        if base == "fedavg":
+            return import_object(on_fedavg_path)
+        return compose(import_object(mixin_path), BASE_STRATEGIES[base])
+    if name in BASE_STRATEGIES:
+        base_class = BASE_STRATEGIES[name]
+        return compose(ClientEnsembleMixin, base_class, f"Monitored{base_class.__name__}")
+    raise ValueError(f"Invalid config value strategy.name={name!r}: allowed values are "
+                     f"{', '.join(STRATEGY_NAMES)}.")
+
+
+def build_strategy(
+    name: str,
+    options: Mapping[str, Any],
+    *,
+    target: str | None = None,
+    model_fn: Callable,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    device: str,
+    seed: int,
+    ensemble_evaluate_fn: Callable | None = None,
+    **base_kwargs: Any,
+) -> Strategy:
+    """Instantiate a strategy from its name and options.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`STRATEGY_NAMES` (ignored when ``target`` is given).
+    options : Mapping[str, Any]
+        The strategy's own keyword arguments; ``base`` picks the base strategy of a
+        distillation method.
+    target : str | None
+        Import path of a strategy class (Hydra's ``_target_``).
+    model_fn, num_classes, input_shape, device, seed, ensemble_evaluate_fn
+        Passed to the strategies that take them (the fedrdskd mixins).
+    **base_kwargs
+        Flower strategy arguments (``fraction_train``, ``min_train_nodes`` ...).
+
+    Returns
+    -------
+    Strategy
+        The configured strategy.
+    """
+    options = dict(options)
+    base = options.pop("base", "fedavg")
+    cls = strategy_class(name, base=base, target=target)
+    kwargs: dict[str, Any] = {**base_kwargs, **options}
+    if issubclass(cls, ClientEnsembleMixin):
+        kwargs.update(model_fn=model_fn, num_classes=num_classes,
+                      ensemble_evaluate_fn=ensemble_evaluate_fn)
+    from fedrdskd.strategies.distillation import DistillationMixin
+
+    if issubclass(cls, DistillationMixin):
+        kwargs.update(input_shape=input_shape, device=device, seed=seed)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise ValueError(f"Invalid options for strategy '{name}' ({cls.__name__}): "
+                         f"{error}") from error

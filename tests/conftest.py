@@ -1,0 +1,26 @@
+"""Shared fixtures: the offline data root, and small datasets in real formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fake_data import write_fake_mnist
+
+
+@pytest.fixture(scope="session")
+def shared_data_root() -> Path:
+    """The real offline datasets (``$FEDRDSKD_DATA``); skip with a reason if unset."""
+    root = os.environ.get("FEDRDSKD_DATA")
+    if not root:
+        pytest.skip("FEDRDSKD_DATA is not set: point it at the offline datasets "
+                    "(e.g. ../shared/data) to run the real-data tests")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def fake_mnist_root(tmp_path_factory) -> Path:
+    """A 600/200-image dataset in MNIST's IDX format (learnable class patterns)."""
+    return write_fake_mnist(tmp_path_factory.mktemp("fake-data"))
