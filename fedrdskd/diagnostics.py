@@ -40,11 +40,14 @@ def ensemble_test_accuracies(
         counts = np.stack([m.label_counts for m in members])
         weightings["class-weighted"] = ensemble_weights(
             "class", num_examples=sizes, label_counts=counts, num_classes=num_classes)
+    # The plain per-model loop: on CPU at LeNet scale the vmap path measured ~4x slower
+    # for inference (see benchmarks/profile_distillation.py).
     teacher = TeacherEnsemble(model_fn, [m.state_dict for m in members],
-                              weightings["size-weighted"], device=device)
+                              weightings["size-weighted"], device=device, batched=False)
     correct = dict.fromkeys(weightings, 0)
     for images, labels in batches(test, batch_size, shuffle=False, generator=None):
-        member_logits = teacher.member_logits(images.to(device))
+        with torch.no_grad():
+            member_logits = teacher.member_logits(images.to(device))
         for name, weights in weightings.items():
             logits = torch.einsum("kc,kbc->bc", weights.to(device), member_logits)
             correct[name] += (logits.argmax(1).cpu() == labels).sum().item()
