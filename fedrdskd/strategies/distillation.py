@@ -62,9 +62,11 @@ class DistillationMixin(ClientEnsembleMixin):
         ``"num-examples"`` or ``"class"`` (per-class weights ``n_kc / sum_k n_kc``,
         which needs the clients' label counts; falls back to ``"num-examples"``
         with a warning when they are missing).
-    batched_ensemble : bool (default: True)
+    batched_ensemble : bool (default: False)
         Evaluate the K teachers in one vectorised call (``torch.func``) instead of a
-        Python loop over models.
+        Python loop over models. On this project's 2-core CPU the loop measured faster
+        for LeNet-5 teachers (``benchmarks/profile_distillation.py``); try it on GPUs
+        and for larger teachers.
     device : str (default: "cpu")
         Device for the server-side distillation.
     seed : int (default: 0)
@@ -79,7 +81,7 @@ class DistillationMixin(ClientEnsembleMixin):
         *,
         input_shape: tuple[int, int, int],
         ensemble_weighting: str = "class",
-        batched_ensemble: bool = True,
+        batched_ensemble: bool = False,
         device: str = "cpu",
         seed: int = 0,
         **kwargs: Any,

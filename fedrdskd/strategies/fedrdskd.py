@@ -39,10 +39,10 @@ class RDSKDMixin(DistillationMixin):
 
     Parameters
     ----------
-    generator_steps : int (default: 20)
-        Generator updates per round (per iteration).
-    student_steps : int (default: 20)
-        Student (global model) updates per round (per iteration), before decay.
+    generator_steps : int (default: 50)
+        Generator updates in round 1 (per iteration), before decay.
+    student_steps : int (default: 50)
+        Student (global model) updates in round 1 (per iteration), before decay.
     iterations : int (default: 1)
         Outer iterations per round; ``> 1`` interleaves generator and student steps.
     batch_size : int (default: 64)
@@ -63,9 +63,14 @@ class RDSKDMixin(DistillationMixin):
     reference_interval : int (default: 20)
         Generator steps between refreshes of the loss references of RDSKD's
         exponential penalty.
-    strength_decay : float (default: 1.0)
-        Per-round factor on the student steps: round ``r`` takes
-        ``round(student_steps * strength_decay ** (r - 1))`` steps (1.0 = constant).
+    strength_decay : float (default: 0.5)
+        Per-round factor on both step counts: round ``r`` takes
+        ``round(steps * strength_decay ** (r - 1))`` generator and student steps
+        (1.0 = constant). Distillation helps while the client ensemble is far ahead of
+        the aggregate (the first rounds under label skew) and pulls the model down once
+        the aggregate has caught up; decaying it, as FedFTG and FedGen decay their
+        server-side learning, keeps the early gain and stops the cost (0 steps = no
+        server work) — see ``benchmarks/distillation_gain.py``.
     **kwargs
         ``input_shape``, ``ensemble_weighting``, ``device``, ``seed``, ``model_fn``,
         ``num_classes``, and every argument of the base strategy.
@@ -74,8 +79,8 @@ class RDSKDMixin(DistillationMixin):
     def __init__(
         self,
         *,
-        generator_steps: int = 20,
-        student_steps: int = 20,
+        generator_steps: int = 50,
+        student_steps: int = 50,
         iterations: int = 1,
         batch_size: int = 64,
         latent_dim: int = 100,
@@ -85,7 +90,7 @@ class RDSKDMixin(DistillationMixin):
         student_optimizer: str = "adam",
         temperature: float = 10.0,
         reference_interval: int = 20,
-        strength_decay: float = 1.0,
+        strength_decay: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,10 +147,11 @@ class RDSKDMixin(DistillationMixin):
             temperature=self.temperature, device=self.device, seed=self.seed)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
-        """Constant generator steps; student steps decayed by ``strength_decay``."""
+        """Generator and student steps, both scaled by ``strength_decay ** (round - 1)``."""
         scale = self.strength_decay ** max(server_round - 1, 0)
         return DistillationSchedule(
-            iterations=self.iterations, generator_steps=self.generator_steps,
+            iterations=self.iterations,
+            generator_steps=int(math.floor(self.generator_steps * scale + 0.5)),
             student_steps=int(math.floor(self.student_steps * scale + 0.5)),
             batch_size=self.distill_batch_size)
 
