@@ -34,12 +34,15 @@ from fedrdskd.strategies.replies import ClientModel
 
 # name -> FedRDSKD keyword arguments (on top of the package defaults)
 VARIANTS: dict[str, dict] = {
-    "20+20 lr1e-3 T10": dict(generator_steps=20, student_steps=20),
-    "50+50 lr1e-3 T10": dict(generator_steps=50, student_steps=50),
-    "20+20 lr1e-4 T10": dict(generator_steps=20, student_steps=20, student_lr=1e-4),
-    "20+20 lr1e-3 T1": dict(generator_steps=20, student_steps=20, temperature=1.0),
-    "20+20 size-weighted": dict(generator_steps=20, student_steps=20,
+    "20+20 lr1e-3 T10": dict(generator_steps=20, student_steps=20, strength_decay=1.0),
+    "50+50 lr1e-3 T10": dict(generator_steps=50, student_steps=50, strength_decay=1.0),
+    "20+20 lr1e-4 T10": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
+                             student_lr=1e-4),
+    "20+20 lr1e-3 T1": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
+                            temperature=1.0),
+    "20+20 size-weighted": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
                                 ensemble_weighting="num-examples"),
+    "default (50+50, decay 0.5)": dict(),
 }
 
 
