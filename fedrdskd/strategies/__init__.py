@@ -7,11 +7,14 @@ add the same distillation to any other Message-API strategy (``FedProx``, ``FedA
 
 from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
 from fedrdskd.strategies.distillation import DistillationMixin
+from fedrdskd.strategies.fedftg import FedFTG, FedFTGMixin
 from fedrdskd.strategies.fedrdskd import FedRDSKD, RDSKDMixin
 
 __all__ = [
     "ClientEnsembleMixin",
     "DistillationMixin",
+    "FedFTG",
+    "FedFTGMixin",
     "FedRDSKD",
     "RDSKDMixin",
 ]
