@@ -21,6 +21,7 @@ from fedrdskd.models import MODEL_NAMES
 from fedrdskd.strategies.registry import STRATEGY_NAMES
 
 PARTITION_SCHEMES = ("dirichlet", "pathological", "iid")
+MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,14 @@ class StrategySettings:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole run: federation size, local training, strategy, data, resources."""
+    """A whole run: federation size, local training, strategy, data, resources.
+
+    Fault tolerance: a round samples ``max(fraction_train * connected, min_train_nodes)``
+    clients, waits at most ``round_timeout`` seconds for their replies and proceeds
+    (aggregates) when at least ``min_train_nodes`` answered, else leaves the global
+    model unchanged for that round. ``resume_from`` (a ``checkpoint.pt`` or a run
+    directory holding one) continues an interrupted run; see :mod:`fedrdskd.checkpoint`.
+    """
 
     client: ClientSettings
     server: ServerSettings
@@ -93,6 +101,9 @@ class ExperimentConfig:
     weight_decay: float = 0.0
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
+    min_train_nodes: int = 1
+    round_timeout: float = 3600.0
+    resume_from: str | None = None
     output_dir: str | None = None
     resolved: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -197,13 +208,14 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
                                 server_raw.get("eval_batch_size", 1000), 1, 2**20,
                                 integer=True),
     )
+    num_clients = _number("num_clients", raw.get("num_clients", 20), 1, 10**6,
+                          integer=True)
     return ExperimentConfig(
         client=client,
         server=server,
         strategy=_parse_strategy(raw.get("strategy", {})),
         num_rounds=_number("num_rounds", raw.get("num_rounds", 30), 1, 10**6, integer=True),
-        num_clients=_number("num_clients", raw.get("num_clients", 20), 1, 10**6,
-                            integer=True),
+        num_clients=num_clients,
         fraction_train=_number("fraction_train", raw.get("fraction_train", 0.5), 0.0, 1.0,
                                low_open=True),
         fraction_evaluate=_number("fraction_evaluate", raw.get("fraction_evaluate", 0.0),
@@ -217,6 +229,11 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         client_num_cpus=float(client_raw.get("num_cpus", 1)),
         client_num_gpus=_number("client.num_gpus", client_raw.get("num_gpus", 0.0), 0.0,
                                 1024),
+        min_train_nodes=_number("min_train_nodes", raw.get("min_train_nodes", 1), 1,
+                                num_clients, integer=True),
+        round_timeout=_number("round_timeout", raw.get("round_timeout", 3600.0), 0.0,
+                              MAX_ROUND_TIMEOUT, low_open=True),
+        resume_from=_optional_path(raw.get("resume_from")),
         output_dir=_optional_path(raw.get("output_dir")),
         resolved=MappingProxyType(dict(raw)),
     )

@@ -75,6 +75,23 @@ class RoundRecorder:
         self._mark = time.perf_counter()
         return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
 
+    def restart_clock(self) -> None:
+        """Start timing the next round now (e.g. after writing a checkpoint)."""
+        self._mark = time.perf_counter()
+
+    def state(self) -> dict[str, Any]:
+        """The evaluations and round times so far, for checkpoints."""
+        return {"evaluations": {r: dict(v) for r, v in self.evaluations.items()},
+                "wall-seconds": dict(self.wall_seconds)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned (the progress bar skips those rounds)."""
+        self.evaluations = {int(r): dict(v) for r, v in state["evaluations"].items()}
+        self.wall_seconds = {int(r): float(v) for r, v in state["wall-seconds"].items()}
+        if self._bar is not None:
+            self._bar.update(len(self.wall_seconds))
+        self.restart_clock()
+
     def close(self) -> None:
         """Close the progress bar, if any."""
         if self._bar is not None:

@@ -1,5 +1,10 @@
 """The ServerApp: build the strategy, run the rounds, evaluate centrally, save results.
 
+Rounds run through :func:`run_rounds` (Flower's ``Strategy.start`` loop from any first
+round) so that a checkpoint is written after every round and an interrupted run can
+resume (:mod:`fedrdskd.checkpoint`). A round waits ``round_timeout`` seconds for the
+clients and aggregates if at least ``min_train_nodes`` of them answered.
+
 Used both by ``flwr run .`` (settings from ``context.run_config``, i.e.
 ``[tool.flwr.app.config]`` plus ``--run-config``) and by the Hydra CLI, which passes
 an :class:`~fedrdskd.experiment.ExperimentConfig` and its output directory.
@@ -7,16 +12,23 @@ an :class:`~fedrdskd.experiment.ExperimentConfig` and its output directory.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
-from logging import INFO
+from dataclasses import dataclass, replace
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result, Strategy
 
+from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states,
+                                 check_compatible, experiment_fingerprint,
+                                 load_checkpoint, load_strategy_state,
+                                 restore_rng_states, save_checkpoint, strategy_state)
 from fedrdskd.clients.training import evaluate
 from fedrdskd.data import ImageDataset, dataset_info, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
@@ -79,12 +91,177 @@ def build_run_strategy(experiment: ExperimentConfig, test: ImageDataset):
         ensemble_evaluate_fn=diagnostics,
         fraction_train=experiment.fraction_train,
         fraction_evaluate=experiment.fraction_evaluate,
-        min_train_nodes=1, min_evaluate_nodes=1 if experiment.fraction_evaluate else 0,
-        min_available_nodes=experiment.num_clients)
+        min_train_nodes=experiment.min_train_nodes,
+        min_evaluate_nodes=1 if experiment.fraction_evaluate else 0,
+        # Flower waits (forever) before sampling until this many nodes are connected:
+        # as many as a round needs, so a dead SuperNode cannot block later rounds.
+        min_available_nodes=experiment.min_train_nodes)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Which rounds to run and how long to wait for the clients.
+
+    Attributes
+    ----------
+    first_round, num_rounds : int
+        Run rounds ``first_round..num_rounds`` (``first_round > 1`` when resuming).
+    timeout : float
+        Seconds to wait for the replies of one round (train, then evaluate).
+    min_replies : int
+        Fewest train replies with content for the strategy to aggregate; a round
+        with fewer keeps the global model.
+    """
+
+    first_round: int
+    num_rounds: int
+    timeout: float
+    min_replies: int = 1
+
+
+def run_rounds(strategy: Strategy, grid: Grid, arrays: ArrayRecord, plan: RoundPlan,
+               train_config: ConfigRecord, history: Result,
+               evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+               after_round: Callable[[int, ArrayRecord], None] | None = None,
+               ) -> ArrayRecord:
+    """The loop of Flower's ``Strategy.start``, from any round (see :mod:`fedrdskd.checkpoint`).
+
+    Every train round also records ``num-sampled`` (messages sent) and
+    ``num-answered`` (replies with content before the timeout) in the round's train
+    metrics, next to the strategy's own ``num-replies``/``num-excluded``.
+
+    Returns
+    -------
+    ArrayRecord
+        The global model after ``plan.num_rounds``.
+    """
+    for server_round in range(plan.first_round, plan.num_rounds + 1):
+        log(INFO, "")
+        log(INFO, "[ROUND %s/%s]", server_round, plan.num_rounds)
+        messages = list(strategy.configure_train(server_round, arrays,
+                                                 ConfigRecord(dict(train_config)), grid))
+        replies = list(grid.send_and_receive(messages, timeout=plan.timeout))
+        answered = sum(reply.has_content() for reply in replies)
+        if answered < plan.min_replies:
+            log(WARNING, "Round %d: %d of %d sampled clients answered, fewer than "
+                "min_train_nodes=%d; the global model is left unchanged.", server_round,
+                answered, len(messages), plan.min_replies)
+            new_arrays, metrics = None, MetricRecord({"num-replies": 0, "num-excluded": 0})
+        else:
+            new_arrays, metrics = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        metrics = MetricRecord({**dict(metrics or {}), "num-sampled": len(messages),
+                                "num-answered": answered})
+        history.train_metrics_clientapp[server_round] = metrics
+        evaluate_messages = strategy.configure_evaluate(server_round, arrays,
+                                                        ConfigRecord(), grid)
+        evaluate_replies = grid.send_and_receive(evaluate_messages, timeout=plan.timeout)
+        evaluate_metrics = strategy.aggregate_evaluate(server_round, evaluate_replies)
+        if evaluate_metrics is not None:
+            history.evaluate_metrics_clientapp[server_round] = evaluate_metrics
+        server_metrics = evaluate_fn(server_round, arrays)
+        if server_metrics is not None:
+            history.evaluate_metrics_serverapp[server_round] = server_metrics
+        history.arrays = arrays
+        if after_round is not None:
+            after_round(server_round, arrays)
+    return arrays
+
+
+def wait_for_nodes(grid: Grid, wanted: int, needed: int, timeout: float) -> None:
+    """Before the first round, wait up to ``timeout`` s for ``wanted`` nodes to connect.
+
+    Proceeds with fewer once the timeout has passed (Flower's sampling then waits for
+    ``needed`` = ``min_train_nodes`` nodes), so a SuperNode that never comes does not
+    block the run.
+    """
+    deadline = time.monotonic() + timeout
+    while (connected := len(list(grid.get_node_ids()))) < wanted:
+        if time.monotonic() >= deadline:
+            log(WARNING, "%d of %d nodes connected after %.0f s; starting anyway (rounds "
+                "need at least %d).", connected, wanted, timeout, needed)
+            return
+        log(INFO, "Waiting for nodes to connect: %d of %d.", connected, wanted)
+        time.sleep(1.0)
+
+
+class ServerRun:
+    """One ServerApp run: strategy, recorder, history, and their checkpoints.
+
+    Parameters
+    ----------
+    experiment : ExperimentConfig
+        Validated settings.
+    output_dir : Path
+        Where results and ``checkpoint.pt`` go.
+    """
+
+    def __init__(self, experiment: ExperimentConfig, output_dir: Path) -> None:
+        self.experiment = experiment
+        self.output_dir = output_dir
+        self.test = load_test_set(experiment)
+        self.model_fn = model_factory(experiment)
+        self.device = torch.device(experiment.server.device)
+        self.strategy = build_run_strategy(experiment, self.test)
+        self.recorder = RoundRecorder(self.evaluate_model, experiment.num_rounds)
+        self.history = Result()
+        self.checkpoint_file = output_dir / CHECKPOINT_NAME
+
+    def evaluate_model(self, arrays: ArrayRecord) -> tuple[float, float]:
+        """Centralised ``(loss, accuracy)`` of ``arrays`` on the test set."""
+        model = self.model_fn()
+        model.load_state_dict(arrays.to_torch_state_dict())
+        return evaluate(model, self.test, batch_size=self.experiment.server.eval_batch_size,
+                        device=self.device)
+
+    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> Checkpoint:
+        """The run's state after ``server_round``."""
+        return Checkpoint(
+            round=server_round,
+            arrays={k: v.detach().cpu().clone()
+                    for k, v in arrays.to_torch_state_dict().items()},
+            strategy=strategy_state(self.strategy),
+            train_metrics={r: dict(m) for r, m in
+                           self.history.train_metrics_clientapp.items()},
+            evaluate_metrics={r: dict(m) for r, m in
+                              self.history.evaluate_metrics_clientapp.items()},
+            recorder=self.recorder.state(), rng=capture_rng_states(),
+            fingerprint=experiment_fingerprint(self.experiment))
+
+    def save_after_round(self, server_round: int, arrays: ArrayRecord) -> None:
+        """``after_round`` hook: write ``checkpoint.pt`` (not counted in round time)."""
+        save_checkpoint(self.checkpoint_file, self.checkpoint(server_round, arrays))
+        self.recorder.restart_clock()
+
+    def restore(self, resume_from: str) -> tuple[ArrayRecord, int]:
+        """Load a checkpoint into this run; returns the arrays and the next round."""
+        checkpoint, path = load_checkpoint(resume_from)
+        check_compatible(checkpoint, self.experiment, path)
+        load_strategy_state(self.strategy, checkpoint.strategy)
+        self.history.train_metrics_clientapp.update(
+            {int(r): MetricRecord(m) for r, m in checkpoint.train_metrics.items()})
+        self.history.evaluate_metrics_clientapp.update(
+            {int(r): MetricRecord(m) for r, m in checkpoint.evaluate_metrics.items()})
+        self.recorder.load_state(checkpoint.recorder)
+        restore_rng_states(checkpoint.rng)
+        log(INFO, "Resuming from %s at round %d of %d", path, checkpoint.round + 1,
+            self.experiment.num_rounds)
+        return checkpoint.array_record(), checkpoint.round + 1
+
+    def start(self) -> tuple[ArrayRecord, int]:
+        """A fresh run: seed client sampling, evaluate the initial model."""
+        random.seed(self.experiment.seed)  # Flower samples clients with random.sample
+        arrays = initial_arrays(self.experiment)
+        self.recorder(0, arrays)
+        return arrays, 1
 
 
 def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> dict:
     """Run all rounds and write ``results.json``, ``accuracy.png``, ``final_model.pt``.
+
+    ``checkpoint.pt`` is rewritten after every round; with ``experiment.resume_from``
+    the run continues from that checkpoint (see :mod:`fedrdskd.checkpoint`).
 
     Returns
     -------
@@ -93,33 +270,31 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     """
     torch.set_num_threads(experiment.server.num_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
-    test = load_test_set(experiment)
-    model_fn = model_factory(experiment)
-    device = torch.device(experiment.server.device)
-    strategy = build_run_strategy(experiment, test)
-
-    def evaluate_model(arrays: ArrayRecord) -> tuple[float, float]:
-        model = model_fn()
-        model.load_state_dict(arrays.to_torch_state_dict())
-        return evaluate(model, test, batch_size=experiment.server.eval_batch_size,
-                        device=device)
-
-    recorder = RoundRecorder(evaluate_model, experiment.num_rounds)
+    run = ServerRun(experiment, output_dir)
     started = time.perf_counter()
-    arrays = initial_arrays(experiment)
+    log(INFO, "Starting %s strategy:", type(run.strategy).__name__)
+    run.strategy.summary()
+    plan = RoundPlan(first_round=1, num_rounds=experiment.num_rounds,
+                     timeout=experiment.round_timeout,
+                     min_replies=experiment.min_train_nodes)
     try:
-        result = strategy.start(grid=grid, initial_arrays=arrays,
-                                num_rounds=experiment.num_rounds,
-                                train_config=client_train_config(experiment),
-                                evaluate_fn=recorder)
+        if experiment.resume_from:
+            arrays, first_round = run.restore(experiment.resume_from)
+        else:
+            arrays, first_round = run.start()
+        plan = replace(plan, first_round=first_round)
+        wait_for_nodes(grid, experiment.num_clients, experiment.min_train_nodes,
+                       experiment.round_timeout)
+        final = run_rounds(run.strategy, grid, arrays, plan,
+                           client_train_config(experiment), run.history, run.recorder,
+                           after_round=run.save_after_round)
     finally:
-        recorder.close()
-    rows = round_rows(recorder, result)
-    summary = summarise(recorder, rows)
+        run.recorder.close()
+    rows = round_rows(run.recorder, run.history)
+    summary = summarise(run.recorder, rows)
     summary["wall_seconds_including_evaluation"] = time.perf_counter() - started
     config = {**experiment.resolved, "output_dir": str(output_dir)}
     write_results(output_dir / "results.json", config, rows, summary)
-    final = result.arrays if len(result.arrays) else arrays
     torch.save(final.to_torch_state_dict(), output_dir / "final_model.pt")
     title = f"{experiment.strategy.name} on {experiment.client.data.dataset}"
     plot_accuracy(output_dir / "accuracy.png", rows, title)
