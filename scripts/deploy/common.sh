@@ -85,6 +85,9 @@ require_free_port() {
 }
 
 # Start a command in the background with its own log, record its pid in RUN_DIR/<name>.pid.
+# The command leads its own process group (setsid), so a Ctrl-C in the starting shell or
+# the end of the caller's process group does not take it down, and stop_all.sh can signal
+# the group as a whole.
 start_background() {
     local name="$1"
     shift
@@ -92,7 +95,7 @@ start_background() {
     if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
         die "$name already runs (pid $(cat "$pid_file")); stop it with scripts/deploy/stop_all.sh"
     fi
-    nohup "$@" >"$LOG_DIR/$name.log" 2>&1 &
+    setsid nohup "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
     echo "$!" >"$pid_file"
     STARTED_PID="$!"
 }

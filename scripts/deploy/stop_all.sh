@@ -76,8 +76,12 @@ stop_tree() {
         return
     fi
     mapfile -t tree < <(echo "$root"; descendants "$root")
+    # start_background makes the root a process group leader; its group is killed with
+    # the tree (children that started their own session, e.g. SuperExec, are in the tree).
+    local group=""
+    [ "$(ps -o pgid= -p "$root" 2>/dev/null | tr -d ' ')" = "$root" ] && group="-$root"
     if [ "$signal" = "KILL" ]; then
-        kill -KILL "${tree[@]}" 2>/dev/null || true
+        kill -KILL ${group:+-- "$group"} "${tree[@]}" 2>/dev/null || true
         echo "$name: killed (pids ${tree[*]})"
     else
         # The root signs off (a SuperNode tells the SuperLink it leaves); what it leaves
@@ -92,7 +96,7 @@ stop_tree() {
         else
             echo "$name: stopped (pids ${tree[*]})"
         fi
-        kill -KILL "${tree[@]}" 2>/dev/null || true
+        kill -KILL ${group:+-- "$group"} "${tree[@]}" 2>/dev/null || true
     fi
     for ((tick = 0; tick < 50; tick++)); do  # SIGKILL is not instant: wait up to 5 s
         alive "${tree[@]}" || break
