@@ -154,6 +154,13 @@ def test_missing_label_counts_raise_a_clear_error_in_round_one():
     assert "client.send-label-counts = true" in message
 
 
+def test_zero_iterations_needs_no_label_counts():
+    states = client_states()
+    ours, _ = run_round(fedftg(iterations=0), make_replies(states, without_counts=(1, 2, 3)))
+    theirs, _ = run_round(FedAvg(), make_replies(states))
+    assert_same_arrays(ours, theirs)
+
+
 def test_invalid_reply_without_counts_is_excluded_not_an_error(caplog):
     states = client_states()
     states[1] = {k: torch.full_like(v, float("nan")) for k, v in states[1].items()}

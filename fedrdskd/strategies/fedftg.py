@@ -69,7 +69,8 @@ class FedFTGMixin(DistillationMixin):
     ----------
     iterations : int (default: 10)
         ``I``, outer iterations per round, each with fresh latents and labels (0 turns
-        the distillation off: the strategy is then its base strategy).
+        the distillation off: the strategy is then its base strategy, and label counts
+        are not needed).
     generator_steps : int (default: 1)
         ``I_g``, generator updates per iteration; each update is one Adam step per
         client, in turn.
@@ -229,9 +230,17 @@ class FedFTGMixin(DistillationMixin):
     def refine_global_model(
         self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
     ) -> tuple[ArrayRecord, dict[str, float]]:
-        """Check that every valid client sent label counts, then fine-tune."""
+        """Check that every valid client sent label counts, then fine-tune.
+
+        Raises
+        ------
+        ValueError
+            If distillation is on and a valid reply carries no label counts.
+        """
+        schedule = self.round_schedule(server_round)
+        distils = schedule.generator_steps > 0 or schedule.student_steps > 0
         missing = [member.node_id for member in members if member.label_counts is None]
-        if missing:
+        if distils and missing:
             raise ValueError(MISSING_LABEL_COUNTS.format(
                 nodes=", ".join(str(node) for node in missing), round=server_round))
         return super().refine_global_model(server_round, arrays, members)
