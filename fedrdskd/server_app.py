@@ -12,7 +12,6 @@ an :class:`~fedrdskd.experiment.ExperimentConfig` and its output directory.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from fedrdskd.data import ImageDataset, dataset_info, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig, experiment_from_run_config
 from fedrdskd.models import build_model
+from fedrdskd.sampling import PartitionOrderedGrid, query_partition_ids, seed_round_sampling
 from fedrdskd.results import RoundRecorder, plot_accuracy, round_rows, summarise
 from fedrdskd.results import write_results
 from fedrdskd.strategies.registry import build_strategy
@@ -111,12 +111,16 @@ class RoundPlan:
     min_replies : int
         Fewest train replies with content for the strategy to aggregate; a round
         with fewer keeps the global model.
+    seed : int | None
+        Re-seeds client sampling from ``(seed, round)`` before each round (see
+        :mod:`fedrdskd.sampling`); ``None`` leaves ``random`` alone.
     """
 
     first_round: int
     num_rounds: int
     timeout: float
     min_replies: int = 1
+    seed: int | None = None
 
 
 def run_rounds(strategy: Strategy, grid: Grid, arrays: ArrayRecord, plan: RoundPlan,
@@ -138,9 +142,13 @@ def run_rounds(strategy: Strategy, grid: Grid, arrays: ArrayRecord, plan: RoundP
     for server_round in range(plan.first_round, plan.num_rounds + 1):
         log(INFO, "")
         log(INFO, "[ROUND %s/%s]", server_round, plan.num_rounds)
+        if plan.seed is not None:
+            seed_round_sampling(plan.seed, server_round)
         messages = list(strategy.configure_train(server_round, arrays,
                                                  ConfigRecord(dict(train_config)), grid))
         replies = list(grid.send_and_receive(messages, timeout=plan.timeout))
+        if isinstance(grid, PartitionOrderedGrid):
+            replies = grid.in_partition_order(replies)
         answered = sum(reply.has_content() for reply in replies)
         if answered < plan.min_replies:
             log(WARNING, "Round %d: %d of %d sampled clients answered, fewer than "
@@ -167,6 +175,13 @@ def run_rounds(strategy: Strategy, grid: Grid, arrays: ArrayRecord, plan: RoundP
         if after_round is not None:
             after_round(server_round, arrays)
     return arrays
+
+
+def partition_ordered(grid: Grid, timeout: float) -> PartitionOrderedGrid:
+    """The grid with node ids in partition order, so sampling follows the seed."""
+    partitions = query_partition_ids(grid, grid.get_node_ids(), timeout=timeout)
+    log(INFO, "%d nodes reported their partition id.", len(partitions))
+    return PartitionOrderedGrid(grid, partitions)
 
 
 def wait_for_nodes(grid: Grid, wanted: int, needed: int, timeout: float) -> None:
@@ -250,8 +265,7 @@ class ServerRun:
         return checkpoint.array_record(), checkpoint.round + 1
 
     def start(self) -> tuple[ArrayRecord, int]:
-        """A fresh run: seed client sampling, evaluate the initial model."""
-        random.seed(self.experiment.seed)  # Flower samples clients with random.sample
+        """A fresh run: the seeded initial model, evaluated."""
         arrays = initial_arrays(self.experiment)
         self.recorder(0, arrays)
         return arrays, 1
@@ -276,7 +290,7 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     run.strategy.summary()
     plan = RoundPlan(first_round=1, num_rounds=experiment.num_rounds,
                      timeout=experiment.round_timeout,
-                     min_replies=experiment.min_train_nodes)
+                     min_replies=experiment.min_train_nodes, seed=experiment.seed)
     try:
         if experiment.resume_from:
             arrays, first_round = run.restore(experiment.resume_from)
@@ -285,7 +299,8 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
         plan = replace(plan, first_round=first_round)
         wait_for_nodes(grid, experiment.num_clients, experiment.min_train_nodes,
                        experiment.round_timeout)
-        final = run_rounds(run.strategy, grid, arrays, plan,
+        ordered_grid = partition_ordered(grid, timeout=min(experiment.round_timeout, 60.0))
+        final = run_rounds(run.strategy, ordered_grid, arrays, plan,
                            client_train_config(experiment), run.history, run.recorder,
                            after_round=run.save_after_round)
     finally:

@@ -10,7 +10,8 @@ Reply contract of a training round (what the fedrdskd strategies rely on):
 
 Per-round training settings come from the server in the message's ``"config"``
 (``lr``, ``momentum``, ``weight-decay``, ``local-epochs``, ``batch-size``, ``seed``,
-``server-round`` and FedProx's ``proximal-mu``). Data and model settings come from
+``server-round`` and FedProx's ``proximal-mu``). A ``query`` message is answered with
+the node's ``partition-id`` (see :mod:`fedrdskd.sampling`). Data and model settings come from
 :class:`~fedrdskd.experiment.ClientSettings`: passed in by the simulation, or read
 from ``context.run_config`` under ``flwr run``.
 """
@@ -27,6 +28,7 @@ from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ClientSettings, experiment_from_run_config
 from fedrdskd.models import build_model
 from fedrdskd.partitions import ClientData, load_client_data
+from fedrdskd.sampling import partition_query_reply
 from fedrdskd.strategies.replies import LABEL_COUNTS_KEY
 
 
@@ -111,6 +113,11 @@ def handle_evaluate(message: Message, context: Context,
     return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
 
 
+def handle_query(message: Message, context: Context) -> Message:
+    """Tell the server this node's partition id (it samples clients by seed with it)."""
+    return partition_query_reply(message, int(context.node_config["partition-id"]))
+
+
 def build_client_app(settings: ClientSettings | None = None) -> ClientApp:
     """A ClientApp bound to ``settings``, or reading them from the run config if ``None``."""
     app = ClientApp()
@@ -123,6 +130,10 @@ def build_client_app(settings: ClientSettings | None = None) -> ClientApp:
     def _evaluate(message: Message, context: Context) -> Message:
         return handle_evaluate(message, context,
                                settings or settings_from_context(context))
+
+    @app.query()
+    def _query(message: Message, context: Context) -> Message:
+        return handle_query(message, context)
 
     return app
 

@@ -1,0 +1,95 @@
+"""Seeded client sampling: partition-ordered node ids and per-round seeding."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedrdskd.clients.client_app import handle_query
+from fedrdskd.sampling import (PartitionOrderedGrid, query_partition_ids,
+                               seed_round_sampling)
+
+
+@pytest.fixture(autouse=True)
+def server_task_identity(monkeypatch):
+    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attribute, value)
+
+
+class ShuffledGrid:
+    """Random node ids listed in a scrambled order, as a fresh simulation has them."""
+
+    def __init__(self, num_nodes: int, seed: int, *, answering: int | None = None):
+        rng = random.Random(seed)
+        self.node_ids = [rng.getrandbits(63) for _ in range(num_nodes)]
+        self.partition_of = {node: index for index, node in enumerate(self.node_ids)}
+        self.listed = list(self.node_ids)
+        rng.shuffle(self.listed)
+        self.answering = num_nodes if answering is None else answering
+
+    def get_node_ids(self):
+        return list(self.listed)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            partition = self.partition_of[node]
+            if partition >= self.answering:
+                continue
+            context = Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
+                              node_config={"partition-id": partition})
+            reply = handle_query(message, context)
+            replies.append(reply)
+        return replies
+
+
+def sampled_partitions(grid_seed: int, round_seed: int, server_round: int) -> list[int]:
+    grid = ShuffledGrid(20, grid_seed)
+    ordered = PartitionOrderedGrid(grid, query_partition_ids(grid, grid.get_node_ids(), 5))
+    seed_round_sampling(round_seed, server_round)
+    sampled, _ = sample_nodes(ordered, min_available_nodes=1, sample_size=10)
+    return [grid.partition_of[node] for node in sampled]
+
+
+def test_the_query_maps_every_node_to_its_partition():
+    grid = ShuffledGrid(5, seed=1)
+    partitions = query_partition_ids(grid, grid.get_node_ids(), timeout=5)
+    assert partitions == grid.partition_of
+    ordered = PartitionOrderedGrid(grid, partitions)
+    assert ordered.get_node_ids() == grid.node_ids  # partition 0, 1, ...
+
+
+def test_same_seed_samples_the_same_partitions_whatever_the_node_ids():
+    first = sampled_partitions(grid_seed=1, round_seed=0, server_round=3)
+    second = sampled_partitions(grid_seed=2, round_seed=0, server_round=3)
+    assert first == second
+    assert sampled_partitions(1, 0, server_round=4) != first
+    assert sampled_partitions(1, 1, server_round=3) != first
+
+
+def test_nodes_without_a_partition_id_come_last_with_a_warning(caplog):
+    grid = ShuffledGrid(4, seed=3, answering=2)
+    partitions = query_partition_ids(grid, grid.get_node_ids(), timeout=5)
+    assert sorted(partitions.values()) == [0, 1]
+    ordered = PartitionOrderedGrid(grid, partitions)
+    with caplog.at_level(logging.WARNING):
+        listed = ordered.get_node_ids()
+    assert listed[:2] == grid.node_ids[:2]
+    assert listed[2:] == sorted(grid.node_ids[2:])
+    assert "did not report a partition id" in caplog.text
+
+
+def test_replies_are_put_in_partition_order():
+    grid = ShuffledGrid(4, seed=4)
+    ordered = PartitionOrderedGrid(grid, grid.partition_of)
+    queries = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n)
+               for n in grid.get_node_ids()]
+    replies = grid.send_and_receive(queries)
+    in_order = ordered.in_partition_order(replies)
+    assert [r.metadata.src_node_id for r in in_order] == grid.node_ids
