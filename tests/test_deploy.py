@@ -32,16 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "deploy"
 VENV_BIN = Path(sys.executable).parent
 FEDERATION = "fedrdskd-test"
-# Long enough for a cold ClientApp (a fresh process importing torch, ~10 s on a busy
-# 2-core machine) to answer round 1, short enough to end round 2 soon after the crash.
-ROUND_TIMEOUT_S = 45
+# Round 1 must not time out: a cold ClientApp (a fresh process importing torch and
+# partitioning the data) took up to 40 s to answer on 2 busy cores. Round 2 then ends
+# when the SuperLink declares the crashed node unavailable (40-60 s after the crash, see
+# HEARTBEAT_TIMEOUT_S) or at this timeout, whichever comes first.
+ROUND_TIMEOUT_S = 90
+# Flower 1.41: a node is unavailable 60 s after its last heartbeat (sent every 17.5-22.5 s).
+HEARTBEAT_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 240
 SCRIPT_TIMEOUT_S = 90
 # Run-config keys this test sets, with the defaults added to the staged app's
 # [tool.flwr.app.config] when pyproject.toml does not list them yet (a SuperLink rejects
 # unknown keys with "[code: 15] Invalid run configuration").
 REQUIRED_RUN_CONFIG = {
-    "min-train-nodes": 2,
+    "min-train-nodes": 1,
     "round-timeout": 3600,
     "strategy.generator-steps": 50,
     "strategy.student-steps": 50,
@@ -245,6 +249,6 @@ def test_fedrdskd_run_survives_a_crashed_supernode(deployment, tmp_path):
     assert results["config"]["strategy"]["name"] == "fedrdskd"
     # Round 2 sampled both nodes; the crashed one never answered.
     assert rounds[1]["num_sampled"] == 2
-    # The run waited for the crashed node at most the round timeout (or until the
-    # SuperLink declared it unavailable, 40-60 s after its last heartbeat), then went on.
-    assert after_crash_s < ROUND_TIMEOUT_S + 30, after_crash_s
+    # The run waited for the crashed node only until the SuperLink declared it
+    # unavailable (plus the server's distillation and evaluation), then went on.
+    assert after_crash_s < HEARTBEAT_TIMEOUT_S + 30, after_crash_s

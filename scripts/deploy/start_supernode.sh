@@ -17,6 +17,8 @@
 # Exits 0 once the SuperLink has accepted the node (pid in run/node-I.pid, log in
 # logs/node-I.log). Exits 1 if the node stops before that, e.g. because its key was never
 # registered: an unknown node is refused ("[code: 2004] Failed to activate SuperNode").
+# A node that crashed (SIGKILL) is refused the same way until the SuperLink has declared
+# it unavailable, up to 60 s after its last heartbeat; after that it rejoins with its node ID.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 index=""
@@ -74,6 +76,8 @@ for ((tick = 0; tick < timeout_s * 10; tick++)); do
         rm -f "$RUN_DIR/$name.pid"
         echo "error: $name was not accepted by the SuperLink at $address:" >&2
         sed -e 's/\x1b\[[0-9;]*m//g' "$log_file" | grep -A3 -E "Exit Code|ERROR" >&2 || tail -n 20 "$log_file" >&2
+        echo "(an unregistered key is refused; so is a registered node that crashed less than" \
+            "60 s ago, until the SuperLink has declared it unavailable: then start it again)" >&2
         exit 1
     fi
     sleep 0.1
