@@ -18,7 +18,7 @@ from typing import Any
 
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
-from fedrdskd.strategies.registry import STRATEGY_NAMES
+from fedrdskd.strategies.registry import DISTILLATION_METHODS, STRATEGY_NAMES
 
 PARTITION_SCHEMES = ("dirichlet", "pathological", "iid")
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
@@ -262,6 +262,41 @@ def unflatten_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def select_strategy_options(strategy: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen strategy's options from a run config's ``strategy`` section.
+
+    A SuperLink rejects run-config keys that ``[tool.flwr.app.config]`` does not list,
+    so that table lists every strategy's options in its own section
+    (``strategy.fedrdskd.generator-steps``, ``strategy.fedprox.proximal-mu`` ...).
+    The run uses the section of ``strategy.name`` and, for a distillation method, of
+    its ``strategy.base`` (e.g. FedProx's ``proximal-mu`` under FedRDSKD on FedProx);
+    keys directly under ``strategy.`` apply to any strategy and win.
+
+    Raises
+    ------
+    ValueError
+        For a section that names no strategy.
+    """
+    sections = {k: v for k, v in strategy.items() if isinstance(v, Mapping)}
+    flat = {k: v for k, v in strategy.items() if not isinstance(v, Mapping)}
+    unknown = sorted(set(sections) - set(STRATEGY_NAMES))
+    if unknown:
+        raise ValueError(f"Invalid run-config section strategy.{unknown[0]}.*: allowed "
+                         f"sections are {', '.join(STRATEGY_NAMES)}.")
+    name = flat.get("name", "fedavg")
+    options: dict[str, Any] = {}
+    if name in DISTILLATION_METHODS:
+        options.update(sections.get(flat.get("base", "fedavg"), {}))
+    options.update(sections.get(name, {}))
+    options.update(flat)
+    if name not in DISTILLATION_METHODS:
+        options.pop("base", None)  # only distillation methods sit on a base strategy
+    return options
+
+
 def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """Parse ``context.run_config`` of a ``flwr run`` into an :class:`ExperimentConfig`."""
-    return experiment_from_dict(unflatten_run_config(run_config))
+    raw = unflatten_run_config(run_config)
+    if isinstance(raw.get("strategy"), Mapping):
+        raw["strategy"] = select_strategy_options(raw["strategy"])
+    return experiment_from_dict(raw)

@@ -41,15 +41,14 @@ ROUND_TIMEOUT_S = 90
 HEARTBEAT_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 240
 SCRIPT_TIMEOUT_S = 90
-# Run-config keys this test sets, with the defaults added to the staged app's
-# [tool.flwr.app.config] when pyproject.toml does not list them yet (a SuperLink rejects
-# unknown keys with "[code: 15] Invalid run configuration").
+# Run-config keys this test sets: pyproject.toml's [tool.flwr.app.config] must list them
+# (a SuperLink rejects unknown keys with "[code: 15] Invalid run configuration").
 REQUIRED_RUN_CONFIG = {
     "min-train-nodes": 1,
     "round-timeout": 3600,
-    "strategy.generator-steps": 50,
-    "strategy.student-steps": 50,
-    "strategy.batch-size": 64,
+    "strategy.fedrdskd.generator-steps": 50,
+    "strategy.fedrdskd.student-steps": 50,
+    "strategy.fedrdskd.batch-size": 64,
 }
 
 pytestmark = [
@@ -207,14 +206,13 @@ def run_status(env: dict[str, str], app_dir: Path) -> dict:
 
 def test_fedrdskd_run_survives_a_crashed_supernode(deployment, tmp_path):
     env = {**deployment["env"], "FLWR_HOME": str(deployment["dir"] / "home" / "cli")}
-    app_dir, added = stage_app(tmp_path / "app")
-    if added:
-        print(f"pyproject.toml lacks run-config keys {added}; added them to the staged app")
+    app_dir, missing = stage_app(tmp_path / "app")
+    assert not missing, f"pyproject.toml [tool.flwr.app.config] lacks {missing}"
     output_dir = tmp_path / "results"
     run_config = " ".join([
         "strategy.name='fedrdskd'", "num-rounds=2", "num-clients=2", "fraction-train=1.0",
         "min-train-nodes=1", f"round-timeout={ROUND_TIMEOUT_S}",
-        "strategy.generator-steps=2", "strategy.student-steps=2", "strategy.batch-size=32",
+        "strategy.fedrdskd.generator-steps=2", "strategy.fedrdskd.student-steps=2", "strategy.fedrdskd.batch-size=32",
         "server.evaluate-ensemble=false",
         f"data.root='{deployment['data']}'", f"output-dir='{output_dir}'",
     ])

@@ -214,3 +214,37 @@ def test_run_config_strategy_options_equal_hydra_options():
         assert from_flwr.strategy.options[key] == from_hydra.strategy.options[key] == value
     with pytest.raises(ValueError, match=r"strategy\.name='fedx'"):
         experiment_from_run_config({**flat, "strategy.name": "fedx"})
+
+
+def test_run_config_uses_the_chosen_strategys_section_only():
+    run_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    flat = dict(_flatten_for_test(run_config))
+    fedavg = experiment_from_run_config(flat)
+    assert fedavg.strategy.name == "fedavg"
+    assert "generator_steps" not in fedavg.strategy.options
+    rdskd = experiment_from_run_config({**flat, "strategy.name": "fedrdskd",
+                                        "strategy.base": "fedprox",
+                                        "strategy.fedrdskd.generator-steps": 7})
+    assert rdskd.strategy.options["generator_steps"] == 7
+    assert rdskd.strategy.options["proximal_mu"] == 0.01  # from the base's section
+    assert "iterations" in rdskd.strategy.options and "lambda_md" not in rdskd.strategy.options
+    with pytest.raises(ValueError, match=r"strategy\.fedx\.\*"):
+        experiment_from_run_config({**flat, "strategy.fedx.steps": 1})
+
+
+@pytest.mark.parametrize("name", ["fedprox", "fedadam", "fedtrimmedavg", "fedrdskd", "fedftg"])
+def test_pyproject_lists_every_option_of_every_strategy_yaml(name):
+    run_config = dict(_flatten_for_test(
+        tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]))
+    options = hydra_dict(f"strategy={name}")["strategy"]
+    expected = {f"strategy.{name}.{key.replace('_', '-')}": value
+                for key, value in options.items() if key not in ("name", "base")}
+    assert {key: run_config.get(key) for key in expected} == expected
+
+
+def _flatten_for_test(table, prefix=""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flatten_for_test(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
