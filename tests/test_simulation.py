@@ -130,4 +130,4 @@ def test_bad_input_fails_before_ray_starts(fake_mnist_root, tmp_path, override, 
     assert "ray" not in output.lower(), output[-2000:]  # Ray never started
     assert not (run_dir / "results.json").exists()
     assert not (run_dir / "partition.png").exists()  # failed before the preflight
-    assert seconds < 60  # imports only (a Ray run takes > 30 s)
+    assert seconds < 90  # imports only (measured 30 s at load 7; a Ray run takes > 60 s)
