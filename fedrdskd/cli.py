@@ -46,12 +46,27 @@ def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
                    title=f"{data.dataset}: {partition.scheme} partition")
 
 
+def check_strategy_options(experiment: ExperimentConfig) -> None:
+    """Build the strategy once, so that a bad ``strategy.*`` option fails before Ray starts."""
+    from fedrdskd.data import dataset_info
+    from fedrdskd.server_app import model_factory
+    from fedrdskd.strategies.registry import build_strategy
+
+    info = dataset_info(experiment.client.data.dataset)
+    strategy = experiment.strategy
+    build_strategy(strategy.name, strategy.options, target=strategy.target,
+                   model_fn=model_factory(experiment), num_classes=info.num_classes,
+                   input_shape=info.image_shape, device=experiment.server.device,
+                   seed=experiment.seed)
+
+
 def run(config: DictConfig) -> None:
     """Validate the config, check the data, then run the simulation."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     raw = OmegaConf.to_container(config, resolve=True)
     raw["output_dir"] = str(output_dir)
     experiment = experiment_from_dict(raw)
+    check_strategy_options(experiment)
     preflight(experiment, output_dir)
     from fedrdskd.simulation import run_simulated_experiment
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import fedrdskd.conf
-from fedrdskd.cli import preflight
+from fedrdskd.cli import check_strategy_options, preflight
 from fedrdskd.data import DATASETS
 from fedrdskd.experiment import (ExperimentConfig, experiment_from_dict,
                                  experiment_from_run_config, unflatten_run_config)
@@ -248,3 +248,18 @@ def _flatten_for_test(table, prefix=""):
             yield from _flatten_for_test(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("strategy=fedrdskd", "strategy.base=fedfoo"), r"strategy\.base='fedfoo'.*fedprox"),
+    (("strategy=fedrdskd", "+strategy.bogus=1"), r"'fedrdskd'.*bogus"),
+    (("strategy=fedrdskd", "strategy.generator_steps=-1"), r"generator_steps"),
+])
+def test_bad_strategy_options_fail_before_the_simulation(overrides, message):
+    experiment = experiment_from_dict(hydra_dict(*overrides))
+    with pytest.raises(ValueError, match=message):
+        check_strategy_options(experiment)
+
+
+def test_good_strategy_options_pass_the_check():
+    check_strategy_options(experiment_from_dict(hydra_dict("strategy=fedftg_cpu")))
