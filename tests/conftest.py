@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from fake_data import write_fake_mnist
 
@@ -24,3 +25,10 @@ def shared_data_root() -> Path:
 def fake_mnist_root(tmp_path_factory) -> Path:
     """A 600/200-image dataset in MNIST's IDX format (learnable class patterns)."""
     return write_fake_mnist(tmp_path_factory.mktemp("fake-data"))
+
+
+@pytest.fixture
+def server_task_identity(monkeypatch):
+    """What a ServerApp runtime sets before strategies build messages (node 0 = server)."""
+    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attribute, value)

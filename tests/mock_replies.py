@@ -44,3 +44,21 @@ def train_reply(state_dict: dict, *, node_id: int, num_examples: int,
                         group_id=str(server_round), created_at=time.time(), ttl=3600.0,
                         message_type=MessageType.TRAIN)
     return Message(content=content, metadata=metadata)
+
+
+class FakeGrid:
+    """The one thing ``configure_train`` asks of a Grid: the connected node ids."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+
+def assert_same_arrays(left, right) -> None:
+    """Two ``ArrayRecord`` s hold exactly equal tensors under the same names."""
+    left, right = left.to_torch_state_dict(), right.to_torch_state_dict()
+    assert left.keys() == right.keys()
+    for name in left:
+        assert torch.equal(left[name], right[name]), name

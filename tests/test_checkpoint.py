@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, MessageType, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states,
                                  load_checkpoint, restore_rng_states, save_checkpoint)
@@ -28,10 +27,8 @@ FAST_RDSKD = {"name": "fedrdskd", "generator_steps": 3, "student_steps": 3,
 
 
 @pytest.fixture(autouse=True)
-def server_task_identity(monkeypatch):
-    """What a ServerApp runtime sets before strategies build messages (node 0 = server)."""
-    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attribute, value)
+def _server_identity(server_task_identity):
+    """Strategies build messages as a ServerApp would."""
 
 
 class InProcessGrid:

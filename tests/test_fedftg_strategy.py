@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedProx
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrdskd.strategies import FedFTG, FedFTGMixin
 from fedrdskd.strategies.registry import build_strategy, strategy_class
-from mock_replies import TinyNet, tiny_model, train_reply
+from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
+                          train_reply)
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 8, 8)
@@ -40,20 +40,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
-def server_task_identity(monkeypatch):
-    """What a ServerApp runtime sets before strategies build messages (node 0 = server)."""
-    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attribute, value)
-
-
-class FakeGrid:
-    """The one thing ``configure_train`` asks of a Grid: the connected node ids."""
-
-    def __init__(self, node_ids: list[int]) -> None:
-        self.node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
+def _server_identity(server_task_identity):
+    """Strategies build messages as a ServerApp would."""
 
 
 def client_states(seeds=(1, 2, 3)):
@@ -78,13 +66,6 @@ def run_round(strategy, replies, server_round: int = 1, arrays: ArrayRecord | No
     strategy.configure_train(server_round, arrays or ArrayRecord(tiny_model(0).state_dict()),
                              ConfigRecord(), grid)
     return strategy.aggregate_train(server_round, replies)
-
-
-def assert_same_arrays(left: ArrayRecord, right: ArrayRecord) -> None:
-    left, right = left.to_torch_state_dict(), right.to_torch_state_dict()
-    assert left.keys() == right.keys()
-    for name in left:
-        assert torch.equal(left[name], right[name]), name
 
 
 def class_ensemble_probabilities(states, images, labels):

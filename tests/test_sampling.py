@@ -8,7 +8,6 @@ import random
 import pytest
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrdskd.clients.client_app import handle_query
 from fedrdskd.sampling import (PartitionOrderedGrid, query_partition_ids,
@@ -16,9 +15,8 @@ from fedrdskd.sampling import (PartitionOrderedGrid, query_partition_ids,
 
 
 @pytest.fixture(autouse=True)
-def server_task_identity(monkeypatch):
-    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attribute, value)
+def _server_identity(server_task_identity):
+    """Strategies build messages as a ServerApp would."""
 
 
 class ShuffledGrid:

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrdskd.strategies import FedRDSKD
 from fedrdskd.strategies.distillation import member_weights
 from fedrdskd.strategies.registry import build_strategy, strategy_class
 from fedrdskd.strategies.replies import screen_replies
-from mock_replies import TinyNet, tiny_model, train_reply
+from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
+                          train_reply)
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 8, 8)
@@ -29,10 +29,8 @@ SMALL = dict(batch_size=32, latent_dim=8, generator_channels=8, seed=0)
 
 
 @pytest.fixture(autouse=True)
-def server_task_identity(monkeypatch):
-    """What a ServerApp runtime sets before strategies build messages (node 0 = server)."""
-    for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attribute, value)
+def _server_identity(server_task_identity):
+    """Strategies build messages as a ServerApp would."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,16 +41,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class FakeGrid:
-    """The one thing ``configure_train`` asks of a Grid: the connected node ids."""
-
-    def __init__(self, node_ids: list[int]) -> None:
-        self.node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
 
 
 def client_states(count: int = 3) -> list[dict[str, torch.Tensor]]:
@@ -100,13 +88,6 @@ def run_round(strategy, replies, server_round: int = 1, arrays: ArrayRecord | No
     strategy.configure_train(server_round, arrays or initial_arrays(), ConfigRecord(),
                              grid_for(strategy, replies))
     return strategy.aggregate_train(server_round, replies)
-
-
-def assert_same_arrays(left: ArrayRecord, right: ArrayRecord) -> None:
-    left, right = left.to_torch_state_dict(), right.to_torch_state_dict()
-    assert left.keys() == right.keys()
-    for name in left:
-        assert torch.equal(left[name], right[name]), name
 
 
 def arrays_differ(left: ArrayRecord, right: ArrayRecord) -> bool:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedrdskd.kd.generators import checked_image_shape
+
 
 class ConditionalGenerator(nn.Module):
     """Map a latent ``z`` and a class label ``y`` to an image of ``image_shape``.
@@ -46,12 +48,7 @@ class ConditionalGenerator(nn.Module):
         channels: int = 64,
     ) -> None:
         super().__init__()
-        if len(tuple(image_shape)) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}.")
-        image_channels, height, width = (int(v) for v in image_shape)
-        if height % 4 or width % 4 or min(height, width, image_channels) < 1:
-            raise ValueError(f"image_shape must have H and W multiples of 4 (e.g. 28 or 32), "
-                             f"got {tuple(image_shape)!r}.")
+        image_channels, height, width = checked_image_shape(image_shape)
         if latent_dim < 1 or num_classes < 2 or channels < 1:
             raise ValueError(f"latent_dim must be >= 1, num_classes >= 2 and channels >= 1, got "
                              f"latent_dim={latent_dim!r}, num_classes={num_classes!r}, "

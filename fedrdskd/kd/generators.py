@@ -7,6 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+
+def checked_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``(C, H, W)`` as ints, for generators that upsample twice by 2 (H, W multiples of 4).
+
+    Raises
+    ------
+    ValueError
+        If the shape is not 3-D or H, W are not positive multiples of 4.
+    """
+    if len(tuple(image_shape)) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}.")
+    image_channels, height, width = (int(v) for v in image_shape)
+    if height % 4 or width % 4 or min(height, width, image_channels) < 1:
+        raise ValueError(f"image_shape must have H and W multiples of 4 (e.g. 28 or 32), "
+                         f"got {tuple(image_shape)!r}.")
+    return image_channels, height, width
+
 class DAFLGenerator(nn.Module):
     """The DAFL-style generator that RDSKD uses (Chen et al., ICCV 2019; RDSKD's code).
 
@@ -40,12 +57,7 @@ class DAFLGenerator(nn.Module):
         batchnorm_eps: float = 0.8,
     ) -> None:
         super().__init__()
-        if len(tuple(image_shape)) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}.")
-        image_channels, height, width = (int(v) for v in image_shape)
-        if height % 4 or width % 4 or min(height, width, image_channels) < 1:
-            raise ValueError(f"image_shape must have H and W multiples of 4 (e.g. 28 or 32), "
-                             f"got {tuple(image_shape)!r}.")
+        image_channels, height, width = checked_image_shape(image_shape)
         if latent_dim < 1 or channels < 2:
             raise ValueError(f"latent_dim must be >= 1 and channels >= 2, "
                              f"got latent_dim={latent_dim!r}, channels={channels!r}.")

@@ -11,6 +11,7 @@ hooks that :class:`~fedrdskd.strategies.FedRDSKD` and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from logging import INFO, WARNING
 from typing import Any
@@ -50,7 +51,7 @@ def member_weights(
     return weights, used
 
 
-class DistillationMixin(ClientEnsembleMixin):
+class DistillationMixin(ClientEnsembleMixin, ABC):
     """Fine-tune the aggregate on synthetic data to match the client ensemble.
 
     Parameters
@@ -100,19 +101,19 @@ class DistillationMixin(ClientEnsembleMixin):
         self._synthesizer: Synthesizer | None = None
 
     # ---- hooks for the concrete methods ------------------------------------------
+    @abstractmethod
     def build_synthesizer(self) -> Synthesizer:
         """Create the method's synthesizer (called once; it persists across rounds)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """How many generator/student steps to take this round."""
-        raise NotImplementedError
 
+    @abstractmethod
     def student_optimizer(
         self, student: torch.nn.Module, server_round: int
     ) -> torch.optim.Optimizer:
         """The optimiser that fine-tunes the aggregate this round."""
-        raise NotImplementedError
 
     def prepare_round(
         self, server_round: int, members: Sequence[ClientModel], teacher: TeacherEnsemble
