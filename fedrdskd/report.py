@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--y-min", type=float, default=None, metavar="Y",
                         help="lower end of the plots' accuracy axis, e.g. 0.9 to zoom in "
                              "(default: automatic)")
+    parser.add_argument("--mean-to-round", type=_parse_round, default=None, metavar="N",
+                        help="also report the mean accuracy over rounds 1..N per seed "
+                             "(how fast accuracy comes, all along)")
     parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
                         help="config key whose values make separate tables")
     return parser
@@ -334,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = group_runs(runs, ignore_keys=(*DEFAULT_IGNORED_KEYS, *args.ignore_keys),
                             split_by=args.split_by)
         written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
-                               at_rounds=args.at_rounds or [5, 10], y_min=args.y_min)
+                               at_rounds=args.at_rounds or [5, 10], y_min=args.y_min,
+                               mean_to_round=args.mean_to_round)
     except (FileNotFoundError, ValueError) as error:
         log(ERROR, "fedrdskd-report: %s", error)
         return 2

@@ -65,6 +65,15 @@ def _first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
     return None
 
 
+def _mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
+    """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
+    accuracies = [_number(_at_round(run, server_round))
+                  for server_round in range(1, last_round + 1)]
+    if any(accuracy is None for accuracy in accuracies):
+        return None
+    return float(np.mean(accuracies))
+
+
 def _best_accuracy(run: Run) -> float | None:
     accuracies = [_number(row.get("test_accuracy")) for row in run.rounds]
     return max((accuracy for accuracy in accuracies if accuracy is not None), default=None)
@@ -114,10 +123,17 @@ def mean_curve(runs: Sequence[Run]) -> dict[str, list[Any]]:
     return columns
 
 
-def summarise_row(row: StrategyRow, at_rounds: Sequence[int]) -> dict[str, Any]:
-    """The statistics over seeds of one strategy row (targets are added later)."""
+def summarise_row(row: StrategyRow, at_rounds: Sequence[int],
+                  mean_to_round: int | None = None) -> dict[str, Any]:
+    """The statistics over seeds of one strategy row (targets are added later).
+
+    ``mean_to_round`` = N adds the mean accuracy over rounds 1..N of each seed (the area
+    under its accuracy curve, divided by N): one number for "faster all along", which the
+    accuracy at single rounds under label skew, swinging by many points from round to
+    round, does not give.
+    """
     runs = row.runs
-    return {
+    summary = {
         "strategy": row.label, "name": row.name, "options": row.options,
         "num_seeds": len(runs), "seeds": [run.seed for run in runs],
         "run_dirs": [str(run.run_dir) for run in runs],
@@ -133,6 +149,10 @@ def summarise_row(row: StrategyRow, at_rounds: Sequence[int]) -> dict[str, Any]:
                                               for run in runs]),
         "curve": mean_curve(runs),
     }
+    if mean_to_round is not None:
+        summary["mean_accuracy_to_round"] = describe(
+            [_mean_accuracy_to_round(run, mean_to_round) for run in runs])
+    return summary
 
 
 def reach_target(runs: Sequence[Run], target: float) -> dict[str, Any]:
@@ -161,14 +181,18 @@ def resolve_targets(targets: Sequence[float | str],
 
 
 def summarise_table(table: Table, *, targets: Sequence[float | str],
-                    at_rounds: Sequence[int]) -> dict[str, Any]:
+                    at_rounds: Sequence[int],
+                    mean_to_round: int | None = None) -> dict[str, Any]:
     """All numbers of one table, JSON-ready (plot paths are added by the writer).
 
-    ``at_rounds`` beyond the last round any run of the table recorded are left out.
+    ``at_rounds`` beyond the last round any run of the table recorded are left out;
+    ``mean_to_round`` is cut to that last round.
     """
     last = max(run.rounds[-1]["round"] for row in table.rows for run in row.runs)
     at_rounds = [server_round for server_round in at_rounds if server_round <= last]
-    rows = [summarise_row(row, at_rounds) for row in table.rows]
+    if mean_to_round is not None:
+        mean_to_round = min(mean_to_round, last)
+    rows = [summarise_row(row, at_rounds, mean_to_round) for row in table.rows]
     if len({json.dumps(sorted(map(str, row["seeds"]))) for row in rows}) > 1:
         log(WARNING, "Table %s: the strategies ran different seeds: %s", table.identity,
             {row["strategy"]: row["seeds"] for row in rows})
@@ -177,7 +201,8 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
         summary["targets"] = [{**target, **reach_target(row.runs, target["target"])}
                               for target in resolved]
     return {"identity": table.identity, "settings": table.settings,
-            "targets": resolved, "at_rounds": list(at_rounds), "rows": rows}
+            "targets": resolved, "at_rounds": list(at_rounds),
+            "mean_to_round": mean_to_round, "rows": rows}
 
 
 def table_labels(tables: Sequence[Table]) -> list[list[tuple[str, Any]]]:
@@ -243,7 +268,9 @@ def render_table(table: dict[str, Any]) -> list[str]:
     settings = ", ".join(f"{key.removesuffix('.name')}={table['settings'][key]}"
                          for key in HEADLINE_SETTINGS if key in table["settings"])
     header = ["strategy", "seeds", "final acc. %", "best acc. %",
-              *(f"acc. @{r} %" for r in table["at_rounds"]), "client ensemble final %",
+              *(f"acc. @{r} %" for r in table["at_rounds"]),
+              *([f"mean acc. r1-{table['mean_to_round']} %"] if table["mean_to_round"] else []),
+              "client ensemble final %",
               *(cell for target in table["targets"]
                 for cell in (f"rounds to {target['label']}", f"s to {target['label']}")),
               "total s", "server s/round"]
@@ -256,6 +283,8 @@ def render_table(table: dict[str, Any]) -> list[str]:
                  _stat(row["best_test_accuracy"], seeds_count),
                  *(_stat(row["accuracy_at_round"][str(r)], seeds_count)
                    for r in table["at_rounds"]),
+                 *([_stat(row["mean_accuracy_to_round"], seeds_count)]
+                   if table["mean_to_round"] else []),
                  _stat(row["final_ensemble_accuracy"], seeds_count),
                  *(cell for entry in row["targets"] for cell in _target_cells(entry)),
                  _stat(row["total_seconds"], seeds_count, 1.0, 0),
@@ -274,7 +303,8 @@ def render_table(table: dict[str, Any]) -> list[str]:
 
 
 def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[float | str],
-                 at_rounds: Sequence[int], y_min: float | None = None) -> list[Path]:
+                 at_rounds: Sequence[int], y_min: float | None = None,
+                 mean_to_round: int | None = None) -> list[Path]:
     """Write ``report.md``, ``report.json`` and two plots per table into ``out_dir``.
 
     Parameters
@@ -289,6 +319,9 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
         Rounds at which the accuracy is reported.
     y_min : float | None (default: None)
         Lower end of the plots' accuracy axis (``None``: matplotlib's choice).
+    mean_to_round : int | None (default: None)
+        Also report each strategy's mean accuracy over rounds 1..N (N cut to the
+        table's last round); ``None``: no such column.
 
     Returns
     -------
@@ -304,7 +337,8 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries, written = [], []
     for table, label in zip(tables, table_labels(tables)):
-        summary = summarise_table(table, targets=targets, at_rounds=at_rounds)
+        summary = summarise_table(table, targets=targets, at_rounds=at_rounds,
+                                  mean_to_round=mean_to_round)
         summary.update(id=slug(label), title=title(label))
         plots = plot_table(summary, out_dir / summary["id"], summary["title"],
                            y_min=y_min)

@@ -228,6 +228,30 @@ def test_cli_writes_report_json_markdown_and_plots(tmp_path, two_strategies):
     assert "runs' own recorded timings" in report["note"]
 
 
+def test_mean_accuracy_to_round_averages_each_seed_then_over_seeds(tmp_path,
+                                                                   two_strategies):
+    out = tmp_path / "report"
+    assert main([str(two_strategies), "--out", str(out), "--mean-to-round", "2"]) == 0
+    (table,) = json.loads((out / "report.json").read_text())["tables"]
+    avg, kd = table["rows"]
+    assert table["mean_to_round"] == 2
+    assert avg["mean_accuracy_to_round"]["values"] == pytest.approx([0.65, 0.65])
+    assert avg["mean_accuracy_to_round"]["std"] == pytest.approx(0.0)
+    assert kd["mean_accuracy_to_round"]["values"] == pytest.approx([0.8, 0.915])
+    markdown = (out / "report.md").read_text()
+    assert "| mean acc. r1-2 % |" in markdown
+    assert "| fedavg | 2 | 92.50 ± 3.54 | 92.50 ± 3.54 | 65.00 ± 0.00 | — |" in markdown
+    # N beyond the last round is cut to it; without the option there is no column.
+    assert main([str(two_strategies), "--out", str(out), "--mean-to-round", "50"]) == 0
+    (table,) = json.loads((out / "report.json").read_text())["tables"]
+    assert table["mean_to_round"] == 3
+    assert table["rows"][0]["mean_accuracy_to_round"]["values"] == pytest.approx(
+        [(0.5 + 0.8 + 0.9) / 3, (0.6 + 0.7 + 0.95) / 3])
+    report = report_of(tmp_path, two_strategies)
+    assert "mean_accuracy_to_round" not in report["tables"][0]["rows"][0]
+    assert "mean acc." not in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_cli_rejects_target_given_in_percent(tmp_path, two_strategies, capsys):
     with pytest.raises(SystemExit):
         main([str(two_strategies), "--target-accuracy", "95"])
