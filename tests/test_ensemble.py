@@ -110,6 +110,20 @@ def test_batched_equals_loop_for_logits_and_input_gradients(model_fn, members: i
 
 
 @pytest.mark.parametrize("batched", [True, False])
+def test_one_member_logits_equal_that_members_slice(batched: bool) -> None:
+    states = member_states(tiny_bn_cnn, 3)
+    teacher = TeacherEnsemble(tiny_bn_cnn, states, torch.full((3, 5), 1 / 3), device=CPU,
+                              batched=batched)
+    inputs = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    every_member = teacher.member_logits(inputs)
+    for index in range(3):
+        torch.testing.assert_close(teacher.one_member_logits(index, inputs),
+                                   every_member[index], atol=1e-6, rtol=1e-6)
+    with pytest.raises(IndexError, match=r"member index 3 is outside \[0, 3\)"):
+        teacher.one_member_logits(3, inputs)
+
+
+@pytest.mark.parametrize("batched", [True, False])
 def test_members_frozen_in_eval_mode(batched: bool) -> None:
     states = member_states(tiny_bn_cnn, 2)
     teacher = TeacherEnsemble(tiny_bn_cnn, states, torch.full((2, 5), 0.5), device=CPU,

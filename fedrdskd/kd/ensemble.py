@@ -139,6 +139,19 @@ class TeacherEnsemble:
 
         return vmap(one_member, in_dims=(0, None))(self._stacked, inputs)
 
+    def one_member_logits(self, index: int, inputs: torch.Tensor) -> torch.Tensor:
+        """Member ``index``'s logits ``[B, C]``, running that member only.
+
+        Equal to ``member_logits(inputs)[index]`` at ``1/K`` of its cost (FedFTG trains
+        its generator against one client at a time).
+        """
+        if not 0 <= index < self.num_members:
+            raise IndexError(f"member index {index} is outside [0, {self.num_members}).")
+        if not self.batched:
+            return self._members[index](inputs)
+        state = {name: values[index] for name, values in self._stacked.items()}
+        return functional_call(self._template, state, (inputs,))
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Combined logits ``[B, C]``."""
         return torch.einsum("kc,kbc->bc", self._weights, self.member_logits(inputs))

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from fedrdskd.kd.base import SyntheticBatch
 from fedrdskd.kd.ensemble import ensemble_weights
@@ -85,18 +84,13 @@ def client_logits(teacher: Any, client: int, images: torch.Tensor) -> torch.Tens
     """Member ``client``'s logits on ``images`` ``[B, C]``, running that member only.
 
     ``teacher.member_logits(images)[client]`` would run (and backpropagate through) all
-    ``K`` members to use one, ``K`` times per generator step. A
-    :class:`~fedrdskd.kd.ensemble.TeacherEnsemble` keeps its members as modules (loop
-    mode) or as stacked states of one template module (batched mode); either is used
-    directly. Other teachers fall back to indexing ``member_logits``.
+    ``K`` members to use one, ``K`` times per generator step; a
+    :class:`~fedrdskd.kd.ensemble.TeacherEnsemble` runs one member with
+    ``one_member_logits``. Other teachers fall back to indexing ``member_logits``.
     """
-    members = getattr(teacher, "_members", None)
-    if members:
-        return members[client](images)
-    template, stacked = getattr(teacher, "_template", None), getattr(teacher, "_stacked", None)
-    if template is not None and stacked is not None:
-        state = {name: values[client] for name, values in stacked.items()}
-        return functional_call(template, state, (images,))
+    one_member_logits = getattr(teacher, "one_member_logits", None)
+    if one_member_logits is not None:
+        return one_member_logits(client, images)
     return teacher.member_logits(images)[client]
 
 
