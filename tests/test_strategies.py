@@ -332,6 +332,41 @@ def test_distillation_state_round_trip_gives_identical_next_round():
     assert arrays_differ(fresh, expected)  # without the state the round differs
 
 
+def student_optimizer_steps(strategy) -> set[float]:
+    """The Adam step counts the strategy's next student optimiser starts from."""
+    optimizer = strategy.student_optimizer(TinyNet(), server_round=2)
+    return {float(state["step"]) for state in optimizer.state.values()}
+
+
+def test_persistent_student_optimizer_carries_adam_state_across_rounds():
+    settings = dict(generator_steps=1, student_steps=3)
+    carried = fedrdskd(**settings, persist_student_optimizer=True)
+    arrays, _ = run_round(carried, make_replies(client_states()))
+    assert student_optimizer_steps(carried) == {3.0}  # continues after round 1's 3 steps
+    fresh = fedrdskd(**settings)
+    run_round(fresh, make_replies(client_states()))
+    assert student_optimizer_steps(fresh) == set()  # default: a new Adam every round
+
+
+def test_persistent_student_optimizer_state_round_trips_through_checkpoints():
+    settings = dict(generator_steps=2, student_steps=2, persist_student_optimizer=True)
+    original = fedrdskd(**settings)
+    arrays, _ = run_round(original, make_replies(client_states()))
+    state = original.distillation_state()
+    assert "student_optimizer" in state
+    next_states = [tiny_model(seed).state_dict() for seed in (7, 8, 9)]
+    expected, _ = run_round(original, make_replies(next_states), 2, arrays)
+
+    restored = fedrdskd(**settings)
+    restored.load_distillation_state(state)
+    got, _ = run_round(restored, make_replies(next_states), 2, arrays)
+    assert_same_arrays(got, expected)
+    without_moments = fedrdskd(**settings)
+    without_moments.load_distillation_state({"synthesizer": state["synthesizer"]})
+    differs, _ = run_round(without_moments, make_replies(next_states), 2, arrays)
+    assert arrays_differ(differs, expected)  # the carried moments change round 2
+
+
 # ---- (h) schedule, (j) validation ----------------------------------------------------------
 def test_strength_decay_schedule():
     strategy = fedrdskd(generator_steps=4, student_steps=10, strength_decay=0.5)

@@ -13,6 +13,7 @@ Add it to another Flower strategy with one line::
 
 from __future__ import annotations
 
+import copy
 import math
 from logging import INFO
 from typing import Any
@@ -63,6 +64,14 @@ class RDSKDMixin(DistillationMixin):
     reference_interval : int (default: 20)
         Generator steps between refreshes of the loss references of RDSKD's
         exponential penalty.
+    persist_student_optimizer : bool (default: False)
+        Carry the student optimiser's state (Adam's moments and step count) from round
+        to round, as the generator's is carried, instead of starting it afresh. A fresh
+        Adam's first steps move every weight by about ``student_lr`` whatever the size
+        of the gradient; carried moments scale later rounds' steps by the gradient's
+        size relative to earlier rounds', so a round whose teacher agrees with the
+        aggregate moves it little (see ``benchmarks/distillation_gain.py --follow``).
+        No effect with ``"sgd"`` (plain SGD keeps no state).
     strength_decay : float (default: 0.5)
         Per-round factor on both step counts: round ``r`` takes
         ``round(steps * strength_decay ** (r - 1))`` generator and student steps
@@ -91,6 +100,7 @@ class RDSKDMixin(DistillationMixin):
         temperature: float = 10.0,
         reference_interval: int = 20,
         strength_decay: float = 0.5,
+        persist_student_optimizer: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,6 +130,8 @@ class RDSKDMixin(DistillationMixin):
         self.temperature = temperature
         self.reference_interval = reference_interval
         self.strength_decay = strength_decay
+        self.persist_student_optimizer = bool(persist_student_optimizer)
+        self._last_student_optimizer: torch.optim.Optimizer | None = None
 
     def summary(self) -> None:
         """Log the base strategy's settings, then RDSKD's."""
@@ -130,9 +142,10 @@ class RDSKDMixin(DistillationMixin):
         log(INFO, "\t\t├── Generator: latent %d | channels %d | Adam lr %g | batch %d",
             self.latent_dim, self.generator_channels, self.generator_lr,
             self.distill_batch_size)
-        log(INFO, "\t\t├── Student: %s lr %g | temperature %g | strength decay %g",
-            self.student_optimizer_name, self.student_lr, self.temperature,
-            self.strength_decay)
+        log(INFO, "\t\t├── Student: %s lr %g (state %s) | temperature %g | "
+            "strength decay %g", self.student_optimizer_name, self.student_lr,
+            "persists" if self.persist_student_optimizer else "fresh each round",
+            self.temperature, self.strength_decay)
         log(INFO, "\t\t└── Ensemble: %s weighting | batched %s | device %s",
             self.ensemble_weighting, self.batched_ensemble, self.device)
 
@@ -158,10 +171,44 @@ class RDSKDMixin(DistillationMixin):
     def student_optimizer(
         self, student: torch.nn.Module, server_round: int
     ) -> torch.optim.Optimizer:
-        """Adam (RDSKD's choice) or plain SGD on the aggregate's parameters."""
+        """Adam (RDSKD's choice) or plain SGD on the aggregate's parameters.
+
+        With ``persist_student_optimizer`` the new optimiser continues from the state
+        the previous round's optimiser ended with (read here, after its last step).
+        """
+        optimizer = self._new_student_optimizer(student)
+        if self.persist_student_optimizer:
+            if self._last_student_optimizer is not None:
+                optimizer.load_state_dict(self._last_student_optimizer.state_dict())
+            self._last_student_optimizer = optimizer
+        return optimizer
+
+    def _new_student_optimizer(self, student: torch.nn.Module) -> torch.optim.Optimizer:
         if self.student_optimizer_name == "sgd":
             return torch.optim.SGD(student.parameters(), lr=self.student_lr)
         return torch.optim.Adam(student.parameters(), lr=self.student_lr)
+
+    def distillation_state(self) -> dict[str, Any]:
+        """The synthesizer's state and the carried student optimiser state, if any."""
+        state = super().distillation_state()
+        if self._last_student_optimizer is not None:
+            state["student_optimizer"] = copy.deepcopy(
+                self._last_student_optimizer.state_dict())
+        return state
+
+    def load_distillation_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`distillation_state` returned.
+
+        A carried student optimiser state is loaded into an optimiser over a fresh
+        ``model_fn()`` (only its state, not those parameters, is carried on).
+        """
+        super().load_distillation_state(state)
+        self._last_student_optimizer = None
+        saved = state.get("student_optimizer")
+        if saved is not None and self.persist_student_optimizer:
+            optimizer = self._new_student_optimizer(self.model_fn())
+            optimizer.load_state_dict(copy.deepcopy(saved))
+            self._last_student_optimizer = optimizer
 
 
 class FedRDSKD(RDSKDMixin, FedAvg):
