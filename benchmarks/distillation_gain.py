@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict] = {
     "20+20 size-weighted": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
                                 ensemble_weighting="num-examples"),
     "default (50+50, decay 0.5)": dict(),
+    "logit ensemble": dict(ensemble_combine="logits"),
     "decay 0.3": dict(strength_decay=0.3),
     "decay 0.7": dict(strength_decay=0.7),
     "sgd 0.01": dict(student_optimizer="sgd", student_lr=0.01),
@@ -111,8 +112,10 @@ def aggregate_accuracy(global_state, model_fn, test) -> float:
 def refine_fedavg(args, clients, test, model_fn, strategies) -> None:
     """Default mode: every variant refines FedAvg's aggregate; FedAvg's path is unchanged."""
     sampler = random.Random(args.seed)
+    torch.manual_seed(args.seed)
     global_state = model_fn().state_dict()
-    print(" | ".join(["round", "fedavg", "ens-class", "ens-size"] + list(strategies)))
+    print(" | ".join(["round", "fedavg", "ens-class", "ens-class-probs", "ens-size"]
+                     + list(strategies)))
     for server_round in range(1, args.rounds + 1):
         chosen = sorted(sampler.sample(range(args.num_clients), args.clients_per_round))
         members = [local_round(global_state, clients[pid], model_fn, args, server_round, pid)
@@ -121,6 +124,7 @@ def refine_fedavg(args, clients, test, model_fn, strategies) -> None:
         ensemble = ensemble_test_accuracies(model_fn, members, test)
         row = [str(server_round), f"{aggregate_accuracy(global_state, model_fn, test):.4f}",
                f"{ensemble['ensemble-accuracy-class-weighted']:.4f}",
+               f"{ensemble['ensemble-accuracy-class-weighted-probabilities']:.4f}",
                f"{ensemble['ensemble-accuracy-size-weighted']:.4f}"]
         for strategy in strategies.values():
             _, accuracy, seconds = distil(strategy, server_round, global_state, members,
@@ -132,6 +136,7 @@ def refine_fedavg(args, clients, test, model_fn, strategies) -> None:
 def follow_trajectories(args, clients, test, model_fn, strategies) -> None:
     """``--follow``: FedAvg and every variant each run their own federated trajectory."""
     sampler = random.Random(args.seed)
+    torch.manual_seed(args.seed)
     initial = model_fn().state_dict()  # the same initial model for every trajectory
     states = {name: {k: v.clone() for k, v in initial.items()}
               for name in ["fedavg", *strategies]}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fedrdskd.data import ImageDataset, batches
-from fedrdskd.kd.ensemble import TeacherEnsemble, ensemble_weights
+from fedrdskd.kd.ensemble import TeacherEnsemble, combine_member_logits, ensemble_weights
 from fedrdskd.strategies.replies import ClientModel
 
 
@@ -26,11 +26,16 @@ def ensemble_test_accuracies(
 ) -> dict[str, float]:
     """Accuracy of the size-weighted and (if counts were sent) class-weighted ensembles.
 
+    Each weighting is evaluated with the members' logits combined (the keys used since
+    the first recorded runs) and with their probabilities combined (the teacher FedRDSKD
+    distils from by default, see :func:`fedrdskd.kd.ensemble.combine_member_logits`).
+
     Returns
     -------
     dict[str, float]
-        ``ensemble-accuracy-size-weighted`` and, when every member sent label counts,
-        ``ensemble-accuracy-class-weighted``; fractions in [0, 1].
+        ``ensemble-accuracy-size-weighted``, ``ensemble-accuracy-size-weighted-probabilities``
+        and, when every member sent label counts, ``ensemble-accuracy-class-weighted`` and
+        ``ensemble-accuracy-class-weighted-probabilities``; fractions in [0, 1].
     """
     num_classes = test.info.num_classes
     sizes = [m.num_examples for m in members]
@@ -44,13 +49,15 @@ def ensemble_test_accuracies(
     # for inference (see benchmarks/profile_distillation.py).
     teacher = TeacherEnsemble(model_fn, [m.state_dict for m in members],
                               weightings["size-weighted"], device=device, batched=False)
-    correct = dict.fromkeys(weightings, 0)
+    combinations = {"": "logits", "-probabilities": "probabilities"}
+    correct = {name + suffix: 0 for name in weightings for suffix in combinations}
     for images, labels in batches(test, batch_size, shuffle=False, generator=None):
         with torch.no_grad():
             member_logits = teacher.member_logits(images.to(device))
         for name, weights in weightings.items():
-            logits = torch.einsum("kc,kbc->bc", weights.to(device), member_logits)
-            correct[name] += (logits.argmax(1).cpu() == labels).sum().item()
+            for suffix, combine in combinations.items():
+                logits = combine_member_logits(weights.to(device), member_logits, combine)
+                correct[name + suffix] += (logits.argmax(1).cpu() == labels).sum().item()
     return {f"ensemble-accuracy-{name}": hits / len(test) for name, hits in correct.items()}
 
 

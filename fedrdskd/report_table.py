@@ -22,7 +22,8 @@ from flwr.common import log
 
 from fedrdskd.report import Run, StrategyRow, Table
 
-ENSEMBLE_KEY = "ensemble_accuracy_class_weighted"
+ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
+                 "logits": "ensemble_accuracy_class_weighted"}
 MAIN_PARTITION_PARAMETER = {"dirichlet": "partition.alpha",
                             "pathological": "partition.classes_per_client"}
 HEADLINE_SETTINGS = ("model.name", "num_clients", "fraction_train", "local_epochs",
@@ -31,7 +32,8 @@ NOTE = (
     "Accuracy: test accuracy of the global model in %, mean ± sample std (ddof=1) over "
     "seeds. Rounds / seconds to a target: first round with accuracy >= target, mean over "
     "the seeds that reached it (reached/seeds in parentheses). Client ensemble: the "
-    "class-weighted ensemble of the last round's client models (the teacher), where "
+    "class-weighted ensemble of the last round's client models (members' logits or "
+    "probabilities combined, as each table says), where "
     "recorded. Times (total, per round, to target) are the runs' own recorded timings "
     "(round time without the centralised evaluation and ensemble diagnostics), not "
     "re-measured here: compare them only between runs made on the same machine and load.")
@@ -89,7 +91,16 @@ def _server_seconds_per_round(run: Run) -> float | None:
                      if "server_seconds" in row])["mean"]
 
 
-def mean_curve(runs: Sequence[Run]) -> dict[str, list[Any]]:
+def ensemble_combination(runs: Sequence[Run]) -> str:
+    """``"probabilities"`` if every run recorded that class-weighted ensemble, else
+    ``"logits"`` (runs recorded before it existed): one kind per table."""
+    key = ENSEMBLE_KEYS["probabilities"]
+    every_run = all(any(key in row for row in run.rounds) for run in runs)
+    return "probabilities" if every_run else "logits"
+
+
+def mean_curve(runs: Sequence[Run],
+               ensemble_key: str = ENSEMBLE_KEYS["logits"]) -> dict[str, list[Any]]:
     """Accuracy mean/min/max, mean elapsed seconds and ensemble mean per round.
 
     Only rounds recorded by every seed are kept; round 0 (the initial model, at 0 s)
@@ -119,12 +130,13 @@ def mean_curve(runs: Sequence[Run]) -> dict[str, list[Any]]:
     for server_round in common:
         add(server_round, [_at_round(run, server_round) for run in runs],
             [_at_round(run, server_round, "elapsed_seconds") for run in runs],
-            [_at_round(run, server_round, ENSEMBLE_KEY) for run in runs])
+            [_at_round(run, server_round, ensemble_key) for run in runs])
     return columns
 
 
 def summarise_row(row: StrategyRow, at_rounds: Sequence[int],
-                  mean_to_round: int | None = None) -> dict[str, Any]:
+                  mean_to_round: int | None = None,
+                  ensemble_key: str = ENSEMBLE_KEYS["logits"]) -> dict[str, Any]:
     """The statistics over seeds of one strategy row (targets are added later).
 
     ``mean_to_round`` = N adds the mean accuracy over rounds 1..N of each seed (the area
@@ -142,12 +154,12 @@ def summarise_row(row: StrategyRow, at_rounds: Sequence[int],
         "accuracy_at_round": {str(server_round): describe([_at_round(run, server_round)
                                                            for run in runs])
                               for server_round in at_rounds},
-        "final_ensemble_accuracy": describe([run.rounds[-1].get(ENSEMBLE_KEY)
+        "final_ensemble_accuracy": describe([run.rounds[-1].get(ensemble_key)
                                              for run in runs]),
         "total_seconds": describe([_total_seconds(run) for run in runs]),
         "server_seconds_per_round": describe([_server_seconds_per_round(run)
                                               for run in runs]),
-        "curve": mean_curve(runs),
+        "curve": mean_curve(runs, ensemble_key),
     }
     if mean_to_round is not None:
         summary["mean_accuracy_to_round"] = describe(
@@ -192,7 +204,9 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
     at_rounds = [server_round for server_round in at_rounds if server_round <= last]
     if mean_to_round is not None:
         mean_to_round = min(mean_to_round, last)
-    rows = [summarise_row(row, at_rounds, mean_to_round) for row in table.rows]
+    combination = ensemble_combination([run for row in table.rows for run in row.runs])
+    rows = [summarise_row(row, at_rounds, mean_to_round, ENSEMBLE_KEYS[combination])
+            for row in table.rows]
     if len({json.dumps(sorted(map(str, row["seeds"]))) for row in rows}) > 1:
         log(WARNING, "Table %s: the strategies ran different seeds: %s", table.identity,
             {row["strategy"]: row["seeds"] for row in rows})
@@ -202,7 +216,8 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
                               for target in resolved]
     return {"identity": table.identity, "settings": table.settings,
             "targets": resolved, "at_rounds": list(at_rounds),
-            "mean_to_round": mean_to_round, "rows": rows}
+            "mean_to_round": mean_to_round, "ensemble_combination": combination,
+            "rows": rows}
 
 
 def table_labels(tables: Sequence[Table]) -> list[list[tuple[str, Any]]]:
@@ -274,7 +289,8 @@ def render_table(table: dict[str, Any]) -> list[str]:
               *(cell for target in table["targets"]
                 for cell in (f"rounds to {target['label']}", f"s to {target['label']}")),
               "total s", "server s/round"]
-    lines = [f"## {table['title']}", "", f"Settings: {settings}; {_seeds_text(table)}.",
+    lines = [f"## {table['title']}", "", f"Settings: {settings}; {_seeds_text(table)}. "
+             f"Client ensemble: members' {table['ensemble_combination']} combined.",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table["rows"]:
         seeds_count = row["num_seeds"]

@@ -157,7 +157,8 @@ def plot_accuracy(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     rounds = [row["round"] for row in rows]
     axis.plot(rounds, [row["test_accuracy"] for row in rows], marker="o", markersize=3,
               label="global model")
-    for key, style in (("ensemble_accuracy_class_weighted", "--"),
+    for key, style in (("ensemble_accuracy_class_weighted_probabilities", "-."),
+                       ("ensemble_accuracy_class_weighted", "--"),
                        ("ensemble_accuracy_size_weighted", ":")):
         if any(key in row for row in rows):
             axis.plot(rounds, [row.get(key, math.nan) for row in rows], style,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fedrdskd.kd.ensemble import TeacherEnsemble, ensemble_weights
+from fedrdskd.kd.ensemble import TeacherEnsemble, combine_member_logits, ensemble_weights
 
 CPU = torch.device("cpu")
 
@@ -80,11 +82,51 @@ def test_combined_logits_are_per_class_weighted_sum() -> None:
     states = [{"weight": torch.tensor([[1.0], [2.0]])}, {"weight": torch.tensor([[3.0], [-1.0]])}]
     weights = torch.tensor([[0.25, 1.0], [0.75, 0.0]])
     for batched in (True, False):
-        teacher = TeacherEnsemble(linear, states, weights, device=CPU, batched=batched)
+        teacher = TeacherEnsemble(linear, states, weights, device=CPU, batched=batched,
+                                  combine="logits")
         # x = 2: member logits (2, 4) and (6, -2) -> (0.25*2 + 0.75*6, 1*4 + 0*(-2)).
         torch.testing.assert_close(teacher(torch.tensor([[2.0]])), torch.tensor([[5.0, 4.0]]))
         assert teacher.num_members == 2
         torch.testing.assert_close(teacher.weights, weights)
+
+
+def test_probability_combination_is_the_renormalised_weighted_mixture() -> None:
+    # Two members, two classes; member probabilities by hand:
+    # member 0: logits (0, ln 3) -> p = (1/4, 3/4); member 1: logits (ln 4, 0) -> (4/5, 1/5).
+    member_logits = torch.tensor([[[0.0, math.log(3.0)]], [[math.log(4.0), 0.0]]])
+    weights = torch.tensor([[0.5, 1.0], [0.5, 0.0]])
+    # class 0: .5 * 1/4 + .5 * 4/5 = 21/40; class 1: 1 * 3/4 + 0 * 1/5 = 30/40; sum 51/40.
+    expected = torch.log(torch.tensor([[21.0 / 51.0, 30.0 / 51.0]]))
+    torch.testing.assert_close(combine_member_logits(weights, member_logits), expected)
+    torch.testing.assert_close(combine_member_logits(weights, member_logits, "logits"),
+                               torch.tensor([[0.5 * math.log(4.0), math.log(3.0)]]))
+    with pytest.raises(ValueError, match="ensemble combination must be one of"):
+        combine_member_logits(weights, member_logits, "median")
+
+
+def test_one_overconfident_member_takes_over_logits_but_not_probabilities() -> None:
+    # Member 0 saw only class 0 and answers it with logit 100 for every input; member 1
+    # is right with ordinary logits. Class weights: member 0 holds 60 % of class 0.
+    member_logits = torch.tensor([[[100.0, 0.0, 0.0]] * 2,
+                                  [[2.0, 8.0, 0.0], [2.0, 0.0, 8.0]]])
+    weights = torch.tensor([[0.6, 0.0, 0.0], [0.4, 1.0, 1.0]])
+    by_logits = combine_member_logits(weights, member_logits, "logits").argmax(1)
+    by_probabilities = combine_member_logits(weights, member_logits).argmax(1)
+    assert by_logits.tolist() == [0, 0]  # 60 > 8: class 0 everywhere
+    assert by_probabilities.tolist() == [1, 2]  # 0.6 < 1.0 * ~1: member 1's answers
+
+
+def test_teacher_uses_its_combination_and_rejects_unknown_ones() -> None:
+    states = member_states(tiny_cnn, 2)
+    weights = torch.tensor([[0.3] * 5, [0.7] * 5])
+    inputs = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    for combine in ("probabilities", "logits"):
+        teacher = TeacherEnsemble(tiny_cnn, states, weights, device=CPU, batched=False,
+                                  combine=combine)
+        expected = combine_member_logits(weights, teacher.member_logits(inputs), combine)
+        torch.testing.assert_close(teacher(inputs), expected)
+    with pytest.raises(ValueError, match="ensemble combination must be one of"):
+        TeacherEnsemble(tiny_cnn, states, weights, device=CPU, combine="mean")
 
 
 @pytest.mark.parametrize("model_fn", [tiny_cnn, tiny_bn_cnn], ids=["plain", "batchnorm"])
@@ -127,7 +169,7 @@ def test_one_member_logits_equal_that_members_slice(batched: bool) -> None:
 def test_members_frozen_in_eval_mode(batched: bool) -> None:
     states = member_states(tiny_bn_cnn, 2)
     teacher = TeacherEnsemble(tiny_bn_cnn, states, torch.full((2, 5), 0.5), device=CPU,
-                              batched=batched)
+                              batched=batched, combine="logits")
     inputs = torch.randn(3, 1, 4, 4)
     # Eval mode: dropout off and running statistics used -> equal to the members in eval.
     reference = []

@@ -17,6 +17,7 @@ from fedrdskd.report_table import write_report
 def write_run(run_dir: Path, accuracies: list[float], *, strategy: str = "fedavg",
               seed: int = 0, round_seconds: float = 10.0, server_seconds: float | None = 1.0,
               ensemble: list[float] | None = None, strategy_options: dict | None = None,
+              ensemble_key: str = "ensemble_accuracy_class_weighted",
               **config_overrides: Any) -> Path:
     """Write a results.json like the one every run writes; return its folder."""
     config: dict[str, Any] = {
@@ -42,7 +43,7 @@ def write_run(run_dir: Path, accuracies: list[float], *, strategy: str = "fedavg
         if server_seconds is not None:
             row["server_seconds"] = server_seconds
         if ensemble is not None:
-            row["ensemble_accuracy_class_weighted"] = ensemble[index]
+            row[ensemble_key] = ensemble[index]
         rounds.append(row)
     summary = {"initial_test_accuracy": 0.1, "final_test_accuracy": accuracies[-1],
                "best_test_accuracy": max(accuracies),
@@ -250,6 +251,23 @@ def test_mean_accuracy_to_round_averages_each_seed_then_over_seeds(tmp_path,
     report = report_of(tmp_path, two_strategies)
     assert "mean_accuracy_to_round" not in report["tables"][0]["rows"][0]
     assert "mean acc." not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_probability_ensemble_is_shown_when_every_run_of_the_table_has_it(tmp_path):
+    probabilities = "ensemble_accuracy_class_weighted_probabilities"
+    root = tmp_path / "runs"
+    write_run(root / "a", [0.5, 0.9], ensemble=[0.6, 0.95], ensemble_key=probabilities)
+    write_run(root / "b", [0.5, 0.9], strategy="fedrdskd", ensemble=[0.7, 0.97],
+              ensemble_key=probabilities)
+    table = report_of(tmp_path, root)["tables"][0]
+    assert table["ensemble_combination"] == "probabilities"
+    assert table["rows"][1]["final_ensemble_accuracy"]["mean"] == pytest.approx(0.97)
+    assert "members' probabilities combined" in (tmp_path / "out" / "report.md").read_text()
+    # One run without it: the table falls back to the logit ensemble, for every row.
+    write_run(root / "c", [0.5, 0.9], seed=1, ensemble=[0.1, 0.2])
+    table = report_of(tmp_path, root)["tables"][0]
+    assert table["ensemble_combination"] == "logits"
+    assert table["rows"][0]["final_ensemble_accuracy"]["values"] == [None, 0.2]
 
 
 def test_cli_rejects_target_given_in_percent(tmp_path, two_strategies, capsys):

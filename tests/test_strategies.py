@@ -115,13 +115,13 @@ def test_zero_steps_equals_fedavg_exactly():
 
 # ---- (b) distillation pulls the global model towards the ensemble ---------------------
 def uniform_ensemble_logits(states, images):
-    """The uniform teacher by hand: mean of the members' logits."""
-    logits = []
+    """The uniform teacher by hand: log of the mean of the members' probabilities."""
+    probabilities = []
     for state in states:
         model = TinyNet()
         model.load_state_dict(state)
-        logits.append(model.eval()(images))
-    return torch.stack(logits).mean(dim=0)
+        probabilities.append(F.softmax(model.eval()(images), dim=1))
+    return torch.log(torch.stack(probabilities).mean(dim=0))
 
 
 def kl_to(teacher_logits, arrays: ArrayRecord, images) -> float:
@@ -440,6 +440,7 @@ def test_decayed_to_zero_steps_returns_the_aggregate(monkeypatch, settings, serv
     ("temperature", 0.0, "temperature"),
     ("generator_lr", -1e-3, "generator_lr"),
     ("ensemble_weighting", "median", "ensemble_weighting must be one of"),
+    ("ensemble_combine", "median", r"ensemble_combine must be one of \('probabilities'"),
     ("input_shape", (8, 8), r"input_shape must be \(C, H, W\)"),
     ("num_classes", 1, "num_classes must be >= 2"),
 ])

@@ -6,7 +6,8 @@ the synthesizer interface and the one distillation loop shared by RDSKD and FedF
 
 from fedrdskd.kd.base import SyntheticBatch, Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
-from fedrdskd.kd.ensemble import ENSEMBLE_WEIGHTINGS, TeacherEnsemble, ensemble_weights
+from fedrdskd.kd.ensemble import (ENSEMBLE_COMBINATIONS, ENSEMBLE_WEIGHTINGS, TeacherEnsemble,
+                                  combine_member_logits, ensemble_weights)
 from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.losses import (
     RDSKDGeneratorLoss,
@@ -20,6 +21,7 @@ from fedrdskd.kd.rdskd import RDSKDSynthesizer
 __all__ = [
     "DAFLGenerator",
     "DistillationSchedule",
+    "ENSEMBLE_COMBINATIONS",
     "ENSEMBLE_WEIGHTINGS",
     "RDSKDGeneratorLoss",
     "RDSKDSynthesizer",
@@ -28,6 +30,7 @@ __all__ = [
     "TeacherEnsemble",
     "authenticity_loss",
     "class_diversity_loss",
+    "combine_member_logits",
     "ensemble_weights",
     "inter_sample_diversity_loss",
     "kd_loss",

@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 ENSEMBLE_WEIGHTINGS = ("uniform", "num-examples", "class")
+ENSEMBLE_COMBINATIONS = ("probabilities", "logits")
 
 
 def ensemble_weights(
@@ -68,10 +69,41 @@ def ensemble_weights(
     return weights.float()
 
 
-class TeacherEnsemble:
-    """K frozen client models whose logits are combined per class.
+def combine_member_logits(weights: torch.Tensor, member_logits: torch.Tensor,
+                          combine: str = "probabilities") -> torch.Tensor:
+    """The ensemble's logits ``[B, C]`` from its members' ``[K, B, C]`` and ``w[k, c]``.
 
-    ``T(x)[b, c] = Σ_k w[k, c] · z_k(x)[b, c]`` with ``z_k`` the logits of member ``k``.
+    ``"probabilities"``: the log of the per-class weighted mixture of the members'
+    softmax outputs, renormalised over the classes,
+    ``T[b, c] = log(Σ_k w[k, c] p_k[b, c]) - log Σ_c' Σ_k w[k, c'] p_k[b, c']``
+    (computed with ``logsumexp``; FedFTG combines its clients' outputs this way).
+    ``"logits"``: ``T[b, c] = Σ_k w[k, c] z_k[b, c]``.
+
+    Under label skew the two differ a lot: a client that saw a single class answers
+    that class for everything with logits of magnitude ~100 where the others' are ~20,
+    and its large class weight for that class then makes the logit combination answer
+    it everywhere. Measured on MNIST, Dirichlet 0.1, round 4 of a run: class-weighted
+    logit ensemble 10.4 % test accuracy, probability ensemble 78.1 %, the FedAvg
+    aggregate 75.3 % (``benchmarks/distillation_gain.py``). Probabilities are bounded,
+    so no single member can dominate a class beyond its weight.
+    """
+    if combine == "logits":
+        return torch.einsum("kc,kbc->bc", weights, member_logits)
+    if combine != "probabilities":
+        raise ValueError(f"ensemble combination must be one of {ENSEMBLE_COMBINATIONS}, "
+                         f"got {combine!r}.")
+    log_weights = torch.log(weights).unsqueeze(1)  # [K, 1, C]; log 0 = -inf drops a member
+    mixture = torch.logsumexp(log_weights + torch.log_softmax(member_logits, dim=-1), dim=0)
+    return mixture - torch.logsumexp(mixture, dim=-1, keepdim=True)
+
+
+class TeacherEnsemble:
+    """K frozen client models whose outputs are combined per class.
+
+    ``T(x) = combine_member_logits(w, [z_1(x), ..., z_K(x)], combine)``: by default the
+    log of the per-class weighted mixture of the members' probabilities (see
+    :func:`combine_member_logits`), or ``Σ_k w[k, c] · z_k(x)[b, c]`` with
+    ``combine="logits"``.
     The members are in eval mode (BatchNorm uses its running statistics, dropout is off)
     and their parameters need no gradient, but gradients flow to the *input*: the
     generator is trained through the ensemble.
@@ -92,6 +124,8 @@ class TeacherEnsemble:
         builds, here straight from the state dicts) and one module is run with
         ``functional_call`` under ``vmap``. ``False`` loops over K modules (the
         reference the fast path is tested against).
+    combine : str (default: "probabilities")
+        ``"probabilities"`` or ``"logits"``, see :func:`combine_member_logits`.
     """
 
     def __init__(
@@ -102,7 +136,11 @@ class TeacherEnsemble:
         *,
         device: torch.device,
         batched: bool = True,
+        combine: str = "probabilities",
     ) -> None:
+        if combine not in ENSEMBLE_COMBINATIONS:
+            raise ValueError(f"ensemble combination must be one of {ENSEMBLE_COMBINATIONS}, "
+                             f"got {combine!r}.")
         if len(state_dicts) < 1:
             raise ValueError("TeacherEnsemble needs at least one member state_dict, got 0.")
         weights = torch.as_tensor(weights, dtype=torch.float32)
@@ -111,6 +149,7 @@ class TeacherEnsemble:
                              f"got {tuple(weights.shape)}.")
         self.device = torch.device(device)
         self.batched = batched
+        self.combine = combine
         self._weights = weights.to(self.device)
         if batched:
             self._template = _frozen(model_fn(), state_dicts[0], self.device)
@@ -153,8 +192,8 @@ class TeacherEnsemble:
         return functional_call(self._template, state, (inputs,))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Combined logits ``[B, C]``."""
-        return torch.einsum("kc,kbc->bc", self._weights, self.member_logits(inputs))
+        """Combined logits ``[B, C]`` (log-probabilities with ``"probabilities"``)."""
+        return combine_member_logits(self._weights, self.member_logits(inputs), self.combine)
 
     __call__ = forward
 

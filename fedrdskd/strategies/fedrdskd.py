@@ -146,8 +146,9 @@ class RDSKDMixin(DistillationMixin):
             "strength decay %g", self.student_optimizer_name, self.student_lr,
             "persists" if self.persist_student_optimizer else "fresh each round",
             self.temperature, self.strength_decay)
-        log(INFO, "\t\t└── Ensemble: %s weighting | batched %s | device %s",
-            self.ensemble_weighting, self.batched_ensemble, self.device)
+        log(INFO, "\t\t└── Ensemble: %s weighting | combines %s | batched %s | device %s",
+            self.ensemble_weighting, self.ensemble_combine, self.batched_ensemble,
+            self.device)
 
     def build_synthesizer(self) -> RDSKDSynthesizer:
         """A DAFL-style generator trained with the RDSKD loss (persists across rounds)."""

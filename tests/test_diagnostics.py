@@ -1,0 +1,54 @@
+"""The client-ensemble test accuracies recorded every round (no Flower runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedrdskd.data import DatasetInfo, ImageDataset
+from fedrdskd.diagnostics import ensemble_test_accuracies
+from fedrdskd.strategies.replies import ClientModel
+
+# Three classes; an image is the one-hot of its label over 3 channels (1x1 pixels). With
+# mean 0 and std 1/255 the normalised image equals the raw 0/1 values.
+INFO = DatasetInfo("onehot", 3, (3, 1, 1), (0.0, 0.0, 0.0), (1 / 255,) * 3)
+LABELS = torch.tensor([0, 1, 2, 1, 2])
+
+
+def linear_model() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
+
+
+def member(weight: torch.Tensor, bias: torch.Tensor, counts: list[int]) -> ClientModel:
+    state = {"1.weight": weight, "1.bias": bias}
+    return ClientModel(node_id=len(counts), state_dict=state, num_examples=sum(counts),
+                       label_counts=np.array(counts))
+
+
+def test_logit_and_probability_ensembles_are_both_recorded():
+    images = torch.nn.functional.one_hot(LABELS, 3).to(torch.uint8).view(5, 3, 1, 1)
+    test = ImageDataset(images, LABELS, INFO)
+    # Member 0 saw only class 0 and says class 0 with logit 100 for everything;
+    # member 1 is right with logit 8. Class 0 weights (0.6, 0.4), classes 1-2 (0, 1);
+    # sizes 6 and 24 -> size weights (0.2, 0.8).
+    members = [member(torch.zeros(3, 3), torch.tensor([100.0, 0.0, 0.0]), [6, 0, 0]),
+               member(8.0 * torch.eye(3), torch.zeros(3), [4, 10, 10])]
+    accuracies = ensemble_test_accuracies(linear_model, members, test, batch_size=2)
+    # Logits: member 0's 100 (x 0.6 or 0.2) beats member 1's 8 -> class 0 everywhere.
+    assert accuracies["ensemble-accuracy-class-weighted"] == pytest.approx(1 / 5)
+    assert accuracies["ensemble-accuracy-size-weighted"] == pytest.approx(1 / 5)
+    # Probabilities: member 0 adds at most its weight, member 1's ~1 wins.
+    assert accuracies["ensemble-accuracy-class-weighted-probabilities"] == pytest.approx(1.0)
+    assert accuracies["ensemble-accuracy-size-weighted-probabilities"] == pytest.approx(1.0)
+
+
+def test_without_label_counts_only_size_weighted_ensembles():
+    images = torch.nn.functional.one_hot(LABELS, 3).to(torch.uint8).view(5, 3, 1, 1)
+    members = [ClientModel(node_id=k, state_dict=linear_model().state_dict(),
+                           num_examples=10, label_counts=None) for k in (1, 2)]
+    accuracies = ensemble_test_accuracies(linear_model, members,
+                                          ImageDataset(images, LABELS, INFO))
+    assert set(accuracies) == {"ensemble-accuracy-size-weighted",
+                               "ensemble-accuracy-size-weighted-probabilities"}
