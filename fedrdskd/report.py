@@ -47,6 +47,17 @@ STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fe
 _MAX_DIRS_SHOWN = 6
 
 
+ADDED_STRATEGY_KEYS: dict[str, dict[str, Any]] = {
+    "fedrdskd": {"strategy.ensemble_combine": "logits",
+                 "strategy.persist_student_optimizer": False},
+}
+"""Strategy options added after runs were recorded, with the behaviour those runs had
+(before ``ensemble_combine`` existed the teacher summed logits; before
+``persist_student_optimizer`` the student's Adam started afresh every round). A run
+whose config lacks such a key gets this value, so it is compared and labelled by what
+it did, not as a different configuration with a missing key."""
+
+
 class ConfigMismatchError(ValueError):
     """Runs that would be averaged or compared differ in more than the seed."""
 
@@ -148,7 +159,10 @@ def load_run(results_path: Path) -> Run | None:
         log(WARNING, "Skipping %s: it records no rounds.", results_path)
         return None
     rounds = sorted(payload["rounds"], key=lambda row: row["round"])
-    return Run(results_path=Path(results_path), config=flatten_config(payload["config"]),
+    config = flatten_config(payload["config"])
+    for key, value in ADDED_STRATEGY_KEYS.get(config.get("strategy.name"), {}).items():
+        config.setdefault(key, value)
+    return Run(results_path=Path(results_path), config=config,
                rounds=rounds, summary=dict(payload.get("summary") or {}))
 
 

@@ -100,7 +100,7 @@ def test_table_values_are_means_and_sample_stds_over_seeds(tmp_path, two_strateg
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "| fedavg | 2 | 92.50 ± 3.54 | 92.50 ± 3.54 | 75.00 ± 7.07 | — |" in markdown
     assert "## mnist · dirichlet · alpha=0.1" in markdown
-    assert "- fedrdskd: generator_steps=20" in markdown
+    assert "- fedrdskd: ensemble_combine=logits, generator_steps=20" in markdown
 
 
 def test_curve_is_mean_min_max_over_seeds_with_round_zero(tmp_path, two_strategies):
@@ -268,6 +268,21 @@ def test_probability_ensemble_is_shown_when_every_run_of_the_table_has_it(tmp_pa
     table = report_of(tmp_path, root)["tables"][0]
     assert table["ensemble_combination"] == "logits"
     assert table["rows"][0]["final_ensemble_accuracy"]["values"] == [None, 0.2]
+
+
+def test_options_added_later_take_the_behaviour_older_runs_had(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "old", [0.5, 0.9], strategy="fedrdskd")  # recorded before the keys
+    write_run(root / "new", [0.6, 0.9], strategy="fedrdskd",
+              strategy_options={"ensemble_combine": "probabilities",
+                                "persist_student_optimizer": False})
+    write_run(root / "same", [0.7, 0.9], strategy="fedrdskd", seed=1,
+              strategy_options={"ensemble_combine": "logits",
+                                "persist_student_optimizer": False})
+    rows = report_of(tmp_path, root)["tables"][0]["rows"]
+    assert sorted((row["strategy"], row["num_seeds"]) for row in rows) == [
+        ("fedrdskd (ensemble_combine=logits)", 2),
+        ("fedrdskd (ensemble_combine=probabilities)", 1)]
 
 
 def test_cli_rejects_target_given_in_percent(tmp_path, two_strategies, capsys):
