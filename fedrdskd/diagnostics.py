@@ -49,6 +49,7 @@ def ensemble_test_accuracies(
     # for inference (see benchmarks/profile_distillation.py).
     teacher = TeacherEnsemble(model_fn, [m.state_dict for m in members],
                               weightings["size-weighted"], device=device, batched=False)
+    weightings = {name: weights.to(device) for name, weights in weightings.items()}
     combinations = {"": "logits", "-probabilities": "probabilities"}
     correct = {name + suffix: 0 for name in weightings for suffix in combinations}
     for images, labels in batches(test, batch_size, shuffle=False, generator=None):
@@ -56,7 +57,7 @@ def ensemble_test_accuracies(
             member_logits = teacher.member_logits(images.to(device))
         for name, weights in weightings.items():
             for suffix, combine in combinations.items():
-                logits = combine_member_logits(weights.to(device), member_logits, combine)
+                logits = combine_member_logits(weights, member_logits, combine)
                 correct[name + suffix] += (logits.argmax(1).cpu() == labels).sum().item()
     return {f"ensemble-accuracy-{name}": hits / len(test) for name, hits in correct.items()}
 

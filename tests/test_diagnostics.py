@@ -17,6 +17,11 @@ INFO = DatasetInfo("onehot", 3, (3, 1, 1), (0.0, 0.0, 0.0), (1 / 255,) * 3)
 LABELS = torch.tensor([0, 1, 2, 1, 2])
 
 
+def one_hot_test_set() -> ImageDataset:
+    images = torch.nn.functional.one_hot(LABELS, 3).to(torch.uint8).view(5, 3, 1, 1)
+    return ImageDataset(images, LABELS, INFO)
+
+
 def linear_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
 
@@ -28,8 +33,7 @@ def member(weight: torch.Tensor, bias: torch.Tensor, counts: list[int]) -> Clien
 
 
 def test_logit_and_probability_ensembles_are_both_recorded():
-    images = torch.nn.functional.one_hot(LABELS, 3).to(torch.uint8).view(5, 3, 1, 1)
-    test = ImageDataset(images, LABELS, INFO)
+    test = one_hot_test_set()
     # Member 0 saw only class 0 and says class 0 with logit 100 for everything;
     # member 1 is right with logit 8. Class 0 weights (0.6, 0.4), classes 1-2 (0, 1);
     # sizes 6 and 24 -> size weights (0.2, 0.8).
@@ -45,10 +49,8 @@ def test_logit_and_probability_ensembles_are_both_recorded():
 
 
 def test_without_label_counts_only_size_weighted_ensembles():
-    images = torch.nn.functional.one_hot(LABELS, 3).to(torch.uint8).view(5, 3, 1, 1)
     members = [ClientModel(node_id=k, state_dict=linear_model().state_dict(),
                            num_examples=10, label_counts=None) for k in (1, 2)]
-    accuracies = ensemble_test_accuracies(linear_model, members,
-                                          ImageDataset(images, LABELS, INFO))
+    accuracies = ensemble_test_accuracies(linear_model, members, one_hot_test_set())
     assert set(accuracies) == {"ensemble-accuracy-size-weighted",
                                "ensemble-accuracy-size-weighted-probabilities"}

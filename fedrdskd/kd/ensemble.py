@@ -69,6 +69,12 @@ def ensemble_weights(
     return weights.float()
 
 
+def _check_combination(combine: str) -> None:
+    if combine not in ENSEMBLE_COMBINATIONS:
+        raise ValueError(f"ensemble combination must be one of {ENSEMBLE_COMBINATIONS}, "
+                         f"got {combine!r}.")
+
+
 def combine_member_logits(weights: torch.Tensor, member_logits: torch.Tensor,
                           combine: str = "probabilities") -> torch.Tensor:
     """The ensemble's logits ``[B, C]`` from its members' ``[K, B, C]`` and ``w[k, c]``.
@@ -87,11 +93,9 @@ def combine_member_logits(weights: torch.Tensor, member_logits: torch.Tensor,
     aggregate 73.8 % (``benchmarks/teacher_collapse.py``). Probabilities are bounded,
     so no single member can dominate a class beyond its weight.
     """
+    _check_combination(combine)
     if combine == "logits":
         return torch.einsum("kc,kbc->bc", weights, member_logits)
-    if combine != "probabilities":
-        raise ValueError(f"ensemble combination must be one of {ENSEMBLE_COMBINATIONS}, "
-                         f"got {combine!r}.")
     log_weights = torch.log(weights).unsqueeze(1)  # [K, 1, C]; log 0 = -inf drops a member
     mixture = torch.logsumexp(log_weights + torch.log_softmax(member_logits, dim=-1), dim=0)
     return mixture - torch.logsumexp(mixture, dim=-1, keepdim=True)
@@ -138,9 +142,7 @@ class TeacherEnsemble:
         batched: bool = True,
         combine: str = "probabilities",
     ) -> None:
-        if combine not in ENSEMBLE_COMBINATIONS:
-            raise ValueError(f"ensemble combination must be one of {ENSEMBLE_COMBINATIONS}, "
-                             f"got {combine!r}.")
+        _check_combination(combine)
         if len(state_dicts) < 1:
             raise ValueError("TeacherEnsemble needs at least one member state_dict, got 0.")
         weights = torch.as_tensor(weights, dtype=torch.float32)
