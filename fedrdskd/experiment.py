@@ -65,6 +65,7 @@ class ServerSettings:
     num_threads: int = 2
     evaluate_ensemble: bool = True
     eval_batch_size: int = 1000
+    ensemble_eval_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,12 @@ def _number(key: str, value: Any, low: float, high: float, *, low_open=False,
     _require(above and value <= high, key, value,
              f"allowed range is {bracket}{low}, {high}]")
     return int(value) if integer else float(value)
+
+
+def _optional_count(key: str, value: Any) -> int | None:
+    if value in (None, "", "null"):
+        return None
+    return _number(key, value, 1, 2**31 - 1, integer=True)
 
 
 def _optional_path(value: Any) -> str | None:
@@ -207,6 +214,8 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         eval_batch_size=_number("server.eval_batch_size",
                                 server_raw.get("eval_batch_size", 1000), 1, 2**20,
                                 integer=True),
+        ensemble_eval_samples=_optional_count(
+            "server.ensemble_eval_samples", server_raw.get("ensemble_eval_samples")),
     )
     num_clients = _number("num_clients", raw.get("num_clients", 20), 1, 10**6,
                           integer=True)

@@ -82,7 +82,8 @@ def build_run_strategy(experiment: ExperimentConfig, test: ImageDataset):
     diagnostics = None
     if experiment.server.evaluate_ensemble:
         diagnostics = make_ensemble_evaluate_fn(
-            model_fn, test, batch_size=experiment.server.eval_batch_size, device=device)
+            model_fn, test, batch_size=experiment.server.eval_batch_size, device=device,
+            num_samples=experiment.server.ensemble_eval_samples, seed=experiment.seed)
     strategy = experiment.strategy
     return build_strategy(
         strategy.name, strategy.options, target=strategy.target, model_fn=model_fn,

@@ -8,7 +8,11 @@ import torch
 from torch import nn
 
 from fedrdskd.data import DatasetInfo, ImageDataset
-from fedrdskd.diagnostics import ensemble_test_accuracies
+from fedrdskd.diagnostics import (
+    diagnostics_subset,
+    ensemble_test_accuracies,
+    make_ensemble_evaluate_fn,
+)
 from fedrdskd.strategies.replies import ClientModel
 
 # Three classes; an image is the one-hot of its label over 3 channels (1x1 pixels). With
@@ -54,3 +58,31 @@ def test_without_label_counts_only_size_weighted_ensembles():
     accuracies = ensemble_test_accuracies(linear_model, members, one_hot_test_set())
     assert set(accuracies) == {"ensemble-accuracy-size-weighted",
                                "ensemble-accuracy-size-weighted-probabilities"}
+
+
+def test_diagnostics_subset_is_fixed_by_the_seed_and_drawn_without_replacement():
+    test = ImageDataset(torch.zeros(50, 3, 1, 1, dtype=torch.uint8), torch.arange(50), INFO)
+    first = diagnostics_subset(test, 20, seed=3)
+    assert len(first) == 20
+    assert len(set(first.labels.tolist())) == 20
+    assert torch.equal(first.labels, diagnostics_subset(test, 20, seed=3).labels)
+    assert not torch.equal(first.labels, diagnostics_subset(test, 20, seed=4).labels)
+    assert diagnostics_subset(test, None, seed=3) is test
+    assert diagnostics_subset(test, 50, seed=3) is test
+
+
+def test_evaluate_fn_measures_the_subset_and_reports_its_size():
+    test = one_hot_test_set()
+    # Member 0 is right on classes 0 and 1 only (its class-2 logit is always 0):
+    # accuracy 3/5 on the whole set; on a subset it is that subset's share of 0s and 1s.
+    weight = torch.diag(torch.tensor([5.0, 5.0, -5.0]))
+    members = [member(weight, torch.zeros(3), [1, 1, 1])]
+    evaluate = make_ensemble_evaluate_fn(linear_model, test, num_samples=3, seed=1)
+    values = evaluate(1, members)
+    subset = diagnostics_subset(test, 3, seed=1)
+    expected = float((subset.labels < 2).float().mean())
+    assert values["ensemble-eval-samples"] == 3
+    assert values["ensemble-accuracy-size-weighted"] == pytest.approx(expected)
+    whole = make_ensemble_evaluate_fn(linear_model, test)(1, members)
+    assert whole["ensemble-eval-samples"] == 5
+    assert whole["ensemble-accuracy-size-weighted"] == pytest.approx(3 / 5)

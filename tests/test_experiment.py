@@ -162,6 +162,8 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
     ("min_train_nodes", 21, r"min_train_nodes=21.*\[1, 20\]"),
     ("round_timeout", 0, r"round_timeout=0"),
     ("seed", -1, r"seed=-1"),
+    ("server.ensemble_eval_samples", 0, r"server\.ensemble_eval_samples=0.*\[1, "),
+    ("server.ensemble_eval_samples", 2.5, r"server\.ensemble_eval_samples=2\.5.*integer"),
 ])
 def test_bad_values_name_the_key_and_allowed_values(default_raw, key, value, message):
     with pytest.raises(ValueError, match=message):
