@@ -1,9 +1,10 @@
 """Machine time spent on the recorded runs (issue 5 caps it at about 5 hours).
 
-Sums ``summary.wall_seconds_including_evaluation`` (the server's run from its first
-evaluation to the last round, diagnostics included; Ray start-up and the Hydra launch,
-~20-40 s per run, are not) over every ``results.json`` below a results folder, per
-setting folder (dataset/partition) and strategy, and prints the totals.
+Sums ``summary.wall_seconds_including_evaluation`` (the ServerApp's run from its start
+to the end of the last round, evaluation and diagnostics included; the Hydra launch, Ray
+start-up and data loading before it, ~20 s per run, are not) over every ``results.json``
+below a results folder, per setting folder (dataset/partition) and run, and prints the
+totals.
 
 Usage: ``python benchmarks/recorded_budget.py [RESULTS_ROOT] [--exclude GLOB ...]``
 (default ``results``, excluding ``archive-*``); a pattern matches a setting folder
