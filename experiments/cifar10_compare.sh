@@ -6,8 +6,8 @@
 # Usage: experiments/cifar10_compare.sh ROUNDS STRATEGIES SEEDS [overrides]
 #   e.g. experiments/cifar10_compare.sh 15 fedavg,fedprox,fedftg_cpu,fedrdskd 0
 # The client-ensemble diagnostics use a fixed, seeded 2000-image subset of the test set:
-# on the whole set they cost ~65 s per round here (10 CNNs x 10k images), three times the
-# clients' training. The global model is always evaluated on all 10k test images.
+# on the whole set they took 66-82 s per round here (10 CNNs x 10k images) against ~22 s
+# of client training (first two rounds of a stopped attempt). The global model is always evaluated on all 10k test images.
 # Results: $RESULTS_ROOT/cifar10/dirichlet-0.3-e5/<strategy>-seed<seed>/results.json
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -137,14 +137,17 @@ def _number(key: str, value: Any, low: float, high: float, *, low_open=False,
     return int(value) if integer else float(value)
 
 
+def _unset(value: Any) -> bool:
+    """Hydra's null, or the empty string a ``flwr run`` config uses for it."""
+    return value in (None, "", "null")
+
+
 def _optional_count(key: str, value: Any) -> int | None:
-    if value in (None, "", "null"):
-        return None
-    return _number(key, value, 1, 2**31 - 1, integer=True)
+    return None if _unset(value) else _number(key, value, 1, 2**31 - 1, integer=True)
 
 
 def _optional_path(value: Any) -> str | None:
-    return None if value in (None, "", "null") else str(value)
+    return None if _unset(value) else str(value)
 
 
 def _parse_partition(raw: Mapping[str, Any], num_classes: int) -> PartitionSettings:
