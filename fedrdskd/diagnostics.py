@@ -7,10 +7,13 @@ The *strategy* stays data-free: the simulation passes this function in as
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord
 
+from fedrdskd.clients.training import evaluate
 from fedrdskd.data import ImageDataset, batches
 from fedrdskd.kd.ensemble import TeacherEnsemble, combine_member_logits, ensemble_weights
 from fedrdskd.strategies.replies import ClientModel
@@ -77,6 +80,32 @@ def diagnostics_subset(test: ImageDataset, num_samples: int | None,
     return test.subset(indices.sort().values)
 
 
+def save_round_models(path: Path, members: Sequence[ClientModel],
+                      aggregate: ArrayRecord | None) -> None:
+    """Write the round's client models (and the aggregate before refinement) to ``path``.
+
+    The file holds ``{"members": [{"node_id", "num_examples", "label_counts",
+    "state_dict"}, ...], "aggregate": state_dict | None}`` for offline analysis, e.g.
+    replaying distillation variants on the same client models
+    (``benchmarks/distillation_gain.py``).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"members": [{"node_id": m.node_id, "num_examples": m.num_examples,
+                             "label_counts": m.label_counts, "state_dict": m.state_dict}
+                            for m in members],
+                "aggregate": None if aggregate is None else aggregate.to_torch_state_dict()},
+               path)
+
+
+def load_round_models(path: Path) -> tuple[list[ClientModel], dict | None]:
+    """Read what :func:`save_round_models` wrote: the members and the aggregate."""
+    saved = torch.load(path, weights_only=False)
+    members = [ClientModel(node_id=m["node_id"], state_dict=m["state_dict"],
+                           num_examples=m["num_examples"], label_counts=m["label_counts"])
+               for m in saved["members"]]
+    return members, saved["aggregate"]
+
+
 def make_ensemble_evaluate_fn(
     model_fn: Callable[[], torch.nn.Module],
     test: ImageDataset,
@@ -85,20 +114,39 @@ def make_ensemble_evaluate_fn(
     device: torch.device = torch.device("cpu"),
     num_samples: int | None = None,
     seed: int = 0,
-) -> Callable[[int, Sequence[ClientModel]], dict[str, float]]:
-    """Bind :func:`ensemble_test_accuracies` to a test set, for ``ensemble_evaluate_fn``.
+    evaluate_ensemble: bool = True,
+    save_dir: Path | None = None,
+) -> Callable[[int, Sequence[ClientModel], ArrayRecord | None], dict[str, float]]:
+    """The round diagnostics of the simulation, for ``ensemble_evaluate_fn``.
 
-    ``num_samples`` limits the diagnostics to a fixed subset (see
-    :func:`diagnostics_subset`): with K members they cost K test-set passes per round,
-    more than the clients' training for the small CNN on CIFAR-10. The returned
-    metrics include ``ensemble-eval-samples``, the number of images measured.
+    With ``evaluate_ensemble``: :func:`ensemble_test_accuracies` of the round's client
+    models, optionally on a fixed subset (``num_samples``, see
+    :func:`diagnostics_subset`: with K members they cost K test-set passes per round,
+    more than the clients' training for the small CNN on CIFAR-10), and
+    ``ensemble-eval-samples``, the number of images measured. When the strategy refined
+    the aggregate (distillation), ``aggregate-accuracy``: the aggregate's accuracy
+    *before* refinement on the whole test set (the same images as the global model's
+    ``test-accuracy``, so the two give the refinement's gain exactly). With
+    ``save_dir``, the round's models go to ``save_dir/round-<r>.pt``
+    (:func:`save_round_models`).
     """
     measured = diagnostics_subset(test, num_samples, seed)
 
-    def evaluate_members(server_round: int, members: Sequence[ClientModel]) -> dict:
-        values = ensemble_test_accuracies(model_fn, members, measured,
-                                          batch_size=batch_size, device=device)
-        values["ensemble-eval-samples"] = len(measured)
+    def evaluate_round(server_round: int, members: Sequence[ClientModel],
+                       aggregate: ArrayRecord | None = None) -> dict:
+        values: dict[str, float] = {}
+        if evaluate_ensemble:
+            values.update(ensemble_test_accuracies(model_fn, members, measured,
+                                                   batch_size=batch_size, device=device))
+            values["ensemble-eval-samples"] = len(measured)
+        if aggregate is not None:
+            model = model_fn()
+            model.load_state_dict(aggregate.to_torch_state_dict())
+            values["aggregate-accuracy"] = evaluate(model, test, batch_size=batch_size,
+                                                    device=device)[1]
+        if save_dir is not None:
+            save_round_models(Path(save_dir) / f"round-{server_round:03d}.pt", members,
+                              aggregate)
         return values
 
-    return evaluate_members
+    return evaluate_round

@@ -66,6 +66,7 @@ class ServerSettings:
     evaluate_ensemble: bool = True
     eval_batch_size: int = 1000
     ensemble_eval_samples: int | None = None
+    save_client_models: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
                                 integer=True),
         ensemble_eval_samples=_optional_count(
             "server.ensemble_eval_samples", server_raw.get("ensemble_eval_samples")),
+        save_client_models=bool(server_raw.get("save_client_models", False)),
     )
     num_clients = _number("num_clients", raw.get("num_clients", 20), 1, 10**6,
                           integer=True)

@@ -34,7 +34,7 @@ from flwr.common import log
 DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
     "output_dir", "data.root", "data.cache_dir", "data.download", "client.num_cpus",
     "client.num_gpus", "server.device", "server.num_threads", "server.eval_batch_size",
-    "server.evaluate_ensemble", "server.ensemble_eval_samples")
+    "server.evaluate_ensemble", "server.ensemble_eval_samples", "server.save_client_models")
 """Config keys that may differ between averaged or compared runs: where data and
 outputs live, and the hardware/threads used (measurement settings, not the method).
 A pattern also matches every key below it (``data`` matches ``data.root``);

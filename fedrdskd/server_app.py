@@ -75,15 +75,18 @@ def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
                         cache_dir=data.cache_dir)
 
 
-def build_run_strategy(experiment: ExperimentConfig, test: ImageDataset):
-    """The configured strategy with the simulation's ensemble diagnostics attached."""
+def build_run_strategy(experiment: ExperimentConfig, test: ImageDataset,
+                       output_dir: Path | None = None):
+    """The configured strategy with the simulation's round diagnostics attached."""
     model_fn = model_factory(experiment)
     device = torch.device(experiment.server.device)
-    diagnostics = None
-    if experiment.server.evaluate_ensemble:
-        diagnostics = make_ensemble_evaluate_fn(
-            model_fn, test, batch_size=experiment.server.eval_batch_size, device=device,
-            num_samples=experiment.server.ensemble_eval_samples, seed=experiment.seed)
+    server = experiment.server
+    save_dir = (Path(output_dir) / "client_models"
+                if server.save_client_models and output_dir is not None else None)
+    diagnostics = make_ensemble_evaluate_fn(
+        model_fn, test, batch_size=server.eval_batch_size, device=device,
+        num_samples=server.ensemble_eval_samples, seed=experiment.seed,
+        evaluate_ensemble=server.evaluate_ensemble, save_dir=save_dir)
     strategy = experiment.strategy
     return build_strategy(
         strategy.name, strategy.options, target=strategy.target, model_fn=model_fn,
@@ -219,7 +222,7 @@ class ServerRun:
         self.test = load_test_set(experiment)
         self.model_fn = model_factory(experiment)
         self.device = torch.device(experiment.server.device)
-        self.strategy = build_run_strategy(experiment, self.test)
+        self.strategy = build_run_strategy(experiment, self.test, output_dir)
         self.recorder = RoundRecorder(self.evaluate_model, experiment.num_rounds)
         self.history = Result()
         self.checkpoint_file = output_dir / CHECKPOINT_NAME

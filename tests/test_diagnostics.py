@@ -8,9 +8,12 @@ import torch
 from torch import nn
 
 from fedrdskd.data import DatasetInfo, ImageDataset
+from flwr.app import ArrayRecord
+
 from fedrdskd.diagnostics import (
     diagnostics_subset,
     ensemble_test_accuracies,
+    load_round_models,
     make_ensemble_evaluate_fn,
 )
 from fedrdskd.strategies.replies import ClientModel
@@ -86,3 +89,30 @@ def test_evaluate_fn_measures_the_subset_and_reports_its_size():
     whole = make_ensemble_evaluate_fn(linear_model, test)(1, members)
     assert whole["ensemble-eval-samples"] == 5
     assert whole["ensemble-accuracy-size-weighted"] == pytest.approx(3 / 5)
+
+
+def test_aggregate_accuracy_is_measured_on_the_whole_test_set(tmp_path):
+    test = one_hot_test_set()
+    members = [member(8.0 * torch.eye(3), torch.zeros(3), [1, 1, 1])]
+    # The aggregate is right on class 0 only (bias): labels 0,1,2,1,2 -> 1/5 correct.
+    aggregate = ArrayRecord({"1.weight": torch.zeros(3, 3),
+                             "1.bias": torch.tensor([1.0, 0.0, 0.0])})
+    evaluate = make_ensemble_evaluate_fn(linear_model, test, num_samples=2, seed=0,
+                                         save_dir=tmp_path)
+    values = evaluate(4, members, aggregate)
+    assert values["aggregate-accuracy"] == pytest.approx(1 / 5)
+    assert values["ensemble-eval-samples"] == 2
+    assert "aggregate-accuracy" not in evaluate(5, members, None)
+    saved, saved_aggregate = load_round_models(tmp_path / "round-004.pt")
+    assert [m.num_examples for m in saved] == [3]
+    assert torch.equal(saved[0].state_dict["1.weight"], 8.0 * torch.eye(3))
+    assert torch.equal(saved_aggregate["1.bias"], torch.tensor([1.0, 0.0, 0.0]))
+    assert load_round_models(tmp_path / "round-005.pt")[1] is None
+
+
+def test_ensemble_can_be_switched_off_while_the_aggregate_is_measured():
+    evaluate = make_ensemble_evaluate_fn(linear_model, one_hot_test_set(),
+                                         evaluate_ensemble=False)
+    aggregate = ArrayRecord(linear_model().state_dict())
+    values = evaluate(1, [member(torch.eye(3), torch.zeros(3), [1, 1, 1])], aggregate)
+    assert set(values) == {"aggregate-accuracy"}

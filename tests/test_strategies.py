@@ -300,15 +300,31 @@ def test_round_metrics_name_every_term():
 def test_ensemble_diagnostic_is_reported_separately():
     calls = []
 
-    def evaluate(server_round, members):
-        calls.append((server_round, [m.node_id for m in members]))
+    def evaluate(server_round, members, aggregate):
+        calls.append((server_round, [m.node_id for m in members], aggregate))
         return {"ensemble-accuracy": 0.5}
 
     _, metrics = run_round(fedrdskd(generator_steps=0, student_steps=0,
                                     ensemble_evaluate_fn=evaluate),
                            make_replies(client_states()), server_round=3)
-    assert calls == [(3, [1, 2, 3])]
+    assert calls == [(3, [1, 2, 3], None)]  # 0 steps: the aggregate is not refined
     assert metrics["ensemble-accuracy"] == 0.5 and "diagnostics-seconds" in metrics
+
+
+def test_diagnostic_receives_the_aggregate_before_distillation():
+    seen = []
+
+    def evaluate(server_round, members, aggregate):
+        seen.append(aggregate)
+        return {}
+
+    replies = make_replies(client_states())
+    distilled, _ = run_round(fedrdskd(generator_steps=1, student_steps=2,
+                                      ensemble_evaluate_fn=evaluate), replies)
+    plain, _ = run_round(FedAvg(), make_replies(client_states()))
+    (aggregate,) = seen
+    assert_same_arrays(aggregate, plain)  # FedAvg's aggregate, exactly
+    assert arrays_differ(aggregate, distilled)
 
 
 # ---- (i) checkpointing ------------------------------------------------------------------

@@ -11,7 +11,9 @@
 4. hands the aggregate and the client models to :meth:`refine_global_model` (a no-op
    here; the distillation strategies override it);
 5. optionally evaluates the client ensemble with ``ensemble_evaluate_fn`` (a
-   diagnostic the simulation passes in; timed separately from the server's work).
+   diagnostic the simulation passes in; timed separately from the server's work). It
+   also receives the aggregate *before* refinement when the hook changed the model,
+   so the harness can measure what the refinement added.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from flwr.common import log
 
 from fedrdskd.strategies.replies import ClientModel, screen_replies
 
-EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel]], dict[str, float]]
+EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel], ArrayRecord | None], dict[str, float]]
+"""``(server_round, members, aggregate)``: ``aggregate`` is the base strategy's model
+before :meth:`ClientEnsembleMixin.refine_global_model`, or ``None`` if the hook left
+it unchanged."""
 
 
 def _float_metrics(values: dict[str, float]) -> dict[str, float]:
@@ -42,10 +47,11 @@ class ClientEnsembleMixin:
         Returns a freshly constructed model of the federation's architecture.
     num_classes : int
         Number of classes (length of the clients' label counts).
-    ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel]], dict] | None
-        (default: None) Diagnostic called every round with the valid client models;
-        its metrics (e.g. the ensemble's test accuracy) are added to the round's
-        train metrics. Its time is reported as ``diagnostics-seconds``, not as
+    ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel], ArrayRecord | None], dict] | None
+        (default: None) Diagnostic called every round with the valid client models
+        and the aggregate before refinement (``None`` if the refinement hook did not
+        change it); its metrics (e.g. the ensemble's test accuracy) are added to the
+        round's train metrics. Its time is reported as ``diagnostics-seconds``, not as
         ``server-seconds``.
     **kwargs
         Passed on to the next strategy in the MRO (e.g. Flower's ``FedAvg``).
@@ -104,9 +110,11 @@ class ClientEnsembleMixin:
         arrays, metrics = super().aggregate_train(server_round, passed)
         if arrays is None:
             return None, metrics
-        arrays, extra = self.refine_global_model(server_round, arrays, members)
+        refined, extra = self.refine_global_model(server_round, arrays, members)
         server_seconds = time.perf_counter() - started
-        diagnostics = self._diagnose(server_round, members)
+        diagnostics = self._diagnose(server_round, members,
+                                     arrays if refined is not arrays else None)
+        arrays = refined
         merged = dict(metrics or {})
         merged.update(_float_metrics(extra))
         merged.update(diagnostics)
@@ -114,11 +122,13 @@ class ClientEnsembleMixin:
                        "server-seconds": server_seconds})
         return arrays, MetricRecord(merged)
 
-    def _diagnose(self, server_round: int, members: Sequence[ClientModel]) -> dict:
+    def _diagnose(self, server_round: int, members: Sequence[ClientModel],
+                  aggregate: ArrayRecord | None) -> dict:
         if self.ensemble_evaluate_fn is None:
             return {}
         started = time.perf_counter()
         with torch.no_grad():
-            values = _float_metrics(self.ensemble_evaluate_fn(server_round, members))
+            values = _float_metrics(self.ensemble_evaluate_fn(server_round, members,
+                                                              aggregate))
         values["diagnostics-seconds"] = time.perf_counter() - started
         return values
