@@ -1,188 +1,241 @@
-"""How much does one round of server-side distillation add to FedAvg, round by round?
+"""What does one round of server-side distillation add to the aggregate, round by round?
 
-Runs FedAvg in-process (no Ray) on MNIST with LeNet-5 and a Dirichlet split, and at every
-round applies each distillation variant to that round's aggregate (the FedAvg trajectory
-itself is not changed). It prints, per round, the test accuracy of the aggregate, of the
-class- and size-weighted client ensembles, and of each variant's distilled model. A
-variant helps in a round when its accuracy is above the aggregate's. Each variant is one
-FedRDSKD strategy object, so its generator persists across rounds as in a real run.
+Replays a recorded FedAvg trajectory: its run directory holds each round's client models
+and aggregate (``server.save_client_models=true``, e.g. made with
+``benchmarks/inprocess_run.py``). Each variant is one FedRDSKD (or FedFTG) strategy
+object built from the run's config, as the ServerApp builds it, so its generator
+persists across rounds as in a real run; in every round it refines *that round's*
+aggregate from *that round's* client models, and the script measures on the test set
+the aggregate, the class-weighted client ensemble (from the run's own diagnostics), the
+distilled model and, with ``--betas``, interpolations ``w_avg + β (w_distilled − w_avg)``.
+With ``--client-validation`` it also reports the pooled loss of each β on the round's
+clients' own held-out splits (what a client-validated step size would see).
 
-With ``--follow`` each variant instead follows its own trajectory, as in a real run: the
-distilled model is the next round's global model, the clients train from it, and gains or
-losses compound. FedAvg is then one of the trajectories (same clients every round).
+All variants see the same client models, so their per-round differences are paired and
+free of trajectory noise; the price is that after round 1 the aggregate is FedAvg's, not
+the variant's own. ``--follow`` runs each variant's own trajectory instead, through the
+real ServerApp with in-process clients (:func:`fedrdskd.inprocess.run_in_process`),
+writing a ``results.json`` per variant that ``fedrdskd-report`` can pair with FedAvg.
 
-Run from the repository root (needs the real MNIST under ``$FEDRDSKD_DATA``)::
-
-    python benchmarks/distillation_gain.py                      # alpha 0.1, 12 rounds
-    python benchmarks/distillation_gain.py --alpha 0.5 --rounds 8 --local-epochs 5
-    python benchmarks/distillation_gain.py --follow --rounds 10 --variants default "sgd 0.05"
+    python benchmarks/inprocess_run.py cifar10-0.3-e5 --seed 0 --rounds 10 \\
+        --out runs/cifar-fedavg-seed0 strategy=fedavg server.save_client_models=true
+    python benchmarks/distillation_gain.py runs/cifar-fedavg-seed0 --variants paper sgd \\
+        --betas 0.25 0.5 --out benchmarks/output/gain-cifar-seed0.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import random
+import json
 import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
-from fedrdskd.clients.training import evaluate, train
+from fedrdskd.clients.training import evaluate
 from fedrdskd.data import load_dataset
-from fedrdskd.diagnostics import ensemble_test_accuracies
-from fedrdskd.models import build_model
+from fedrdskd.diagnostics import load_round_models
+from fedrdskd.experiment import experiment_from_dict
+from fedrdskd.inprocess import partition_of_node
 from fedrdskd.partitions import load_client_data
-from fedrdskd.strategies import FedRDSKD
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.server_app import model_factory
+from fedrdskd.kd.interpolation import interpolate_states
+from fedrdskd.strategies.registry import build_strategy
 
-# name -> FedRDSKD keyword arguments (on top of the package defaults)
-VARIANTS: dict[str, dict] = {
-    "20+20 lr1e-3 T10": dict(generator_steps=20, student_steps=20, strength_decay=1.0),
-    "50+50 lr1e-3 T10": dict(generator_steps=50, student_steps=50, strength_decay=1.0),
-    "20+20 lr1e-4 T10": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
-                             student_lr=1e-4),
-    "20+20 lr1e-3 T1": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
-                            temperature=1.0),
-    "20+20 size-weighted": dict(generator_steps=20, student_steps=20, strength_decay=1.0,
-                                ensemble_weighting="num-examples"),
-    "default (50+50, decay 0.5)": dict(),
-    "logit ensemble": dict(ensemble_combine="logits"),
-    "decay 0.3": dict(strength_decay=0.3),
-    "decay 0.7": dict(strength_decay=0.7),
-    "sgd 0.01": dict(student_optimizer="sgd", student_lr=0.01),
-    "persistent adam": dict(persist_student_optimizer=True),
-    "sgd 0.05": dict(student_optimizer="sgd", student_lr=0.05),
+PAPER = {"name": "fedrdskd"}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": PAPER,
+    "sgd": {**PAPER, "student_optimizer": "sgd", "student_lr": 0.01},
 }
+"""name -> strategy options (``name`` picks the strategy; the rest are its arguments on
+top of the preset's defaults). Extend with ``--set name key=value ...``."""
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--alpha", type=float, default=0.1)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--num-clients", type=int, default=20)
-    parser.add_argument("--clients-per-round", type=int, default=10)
-    parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS),
-                        help="subset of: " + " | ".join(VARIANTS))
-    parser.add_argument("--follow", action="store_true",
-                        help="each variant follows its own trajectory (distilled model = "
-                             "next global model) instead of refining FedAvg's")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("trajectory", type=Path, help="FedAvg run dir with client_models/")
+    parser.add_argument("--rounds", type=int, default=None, help="first N rounds only")
+    parser.add_argument("--variants", nargs="*", default=["paper"],
+                        help="names from VARIANTS or defined with --set")
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="ARG",
+                        help="NAME key=value ...: define a variant (values parsed as JSON, "
+                             "else strings); NAME=BASE inherits BASE's options")
+    parser.add_argument("--betas", nargs="*", type=float, default=[],
+                        help="also measure these interpolations towards the distilled model")
+    parser.add_argument("--client-validation", action="store_true",
+                        help="pooled held-out loss of the round's clients for each beta")
+    parser.add_argument("--follow", type=Path, default=None, metavar="OUT_ROOT",
+                        help="run each variant's own trajectory in-process into OUT_ROOT")
+    parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     return parser.parse_args()
 
 
-def local_round(global_state, client, model_fn, args, server_round, partition_id):
-    """One client's local SGD from the global model (as the ClientApp does it)."""
-    model = model_fn()
-    model.load_state_dict(global_state)
-    generator = torch.Generator().manual_seed(args.seed * 100_003 + server_round * 1009
-                                              + partition_id)
-    train(model, client.train, epochs=args.local_epochs, batch_size=32, lr=0.01,
-          momentum=0.9, generator=generator)
-    return ClientModel(node_id=partition_id, state_dict=model.state_dict(),
-                       num_examples=len(client.train), label_counts=client.label_counts)
+def defined_variants(definitions: list[list[str]]) -> dict[str, dict[str, Any]]:
+    """VARIANTS plus those given with ``--set NAME[=BASE] key=value ...``."""
+    variants = dict(VARIANTS)
+    for name, *pairs in definitions:
+        name, _, base = name.partition("=")
+        options = dict(variants[base or "paper"])
+        for pair in pairs:
+            key, _, text = pair.partition("=")
+            try:
+                options[key] = json.loads(text)
+            except json.JSONDecodeError:
+                options[key] = text
+        variants[name] = options
+    return variants
 
 
-def average(members: list[ClientModel]) -> dict[str, torch.Tensor]:
-    """FedAvg: the example-weighted mean of the members' parameters."""
-    total = sum(m.num_examples for m in members)
-    return {name: sum(m.state_dict[name].float() * (m.num_examples / total)
-                      for m in members) for name in members[0].state_dict}
+def strategy_config(config: dict, options: dict[str, Any]) -> dict:
+    """The trajectory's config with the strategy replaced by ``options`` on its preset."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    preset = options.get("preset", options["name"])
+    with initialize_config_module(config_module="fedrdskd.conf", version_base=None):
+        composed = compose(config_name="config", overrides=[f"strategy={preset}"])
+    strategy = OmegaConf.to_container(composed, resolve=True)["strategy"]
+    strategy.update({k: v for k, v in options.items() if k != "preset"})
+    return {**config, "strategy": strategy}
 
 
-def distil(strategy, server_round, global_state, members, model_fn, test):
-    """Apply one variant to the round's aggregate: (distilled state, accuracy, seconds)."""
-    started = time.perf_counter()
-    arrays, _ = strategy.refine_global_model(server_round, ArrayRecord(global_state), members)
-    state = arrays.to_torch_state_dict()
-    distilled = model_fn()
-    distilled.load_state_dict(state)
-    return state, evaluate(distilled, test)[1], time.perf_counter() - started
+class Replay:
+    """A recorded trajectory: config, per-round rows, client models, test and client data."""
+
+    def __init__(self, run_dir: Path) -> None:
+        payload = json.loads((run_dir / "results.json").read_text())
+        self.run_dir = run_dir
+        self.config = payload["config"]
+        self.rows = {row["round"]: row for row in payload["rounds"]}
+        self.experiment = experiment_from_dict(self.config)
+        data = self.experiment.client.data
+        self.test = load_dataset(data.dataset, data.root, train=False,
+                                 cache_dir=data.cache_dir)
+        self.model_fn = model_factory(self.experiment)
+
+    def rounds(self, limit: int | None) -> list[int]:
+        available = sorted(int(path.stem.split("-")[1])
+                           for path in (self.run_dir / "client_models").glob("round-*.pt"))
+        return available[:limit] if limit else available
+
+    def accuracy(self, state: dict[str, torch.Tensor]) -> float:
+        model = self.model_fn()
+        model.load_state_dict(state)
+        return evaluate(model, self.test)[1]
+
+    def client_loss(self, state: dict[str, torch.Tensor], members) -> float:
+        """Pooled cross-entropy of ``state`` on the members' held-out local splits."""
+        model = self.model_fn()
+        model.load_state_dict(state)
+        model.eval()
+        total, count = 0.0, 0
+        for member in members:
+            split = self.client_data(partition_of_node(member.node_id)).test
+            loss, _ = evaluate(model, split)
+            total += loss * len(split)
+            count += len(split)
+        return total / max(count, 1)
+
+    def client_data(self, partition_id: int):
+        client, partition = self.experiment.client, self.experiment.client.partition
+        return load_client_data(
+            client.data.dataset, client.data.root, partition_id=partition_id,
+            num_partitions=self.experiment.num_clients, scheme=partition.scheme,
+            alpha=partition.alpha, classes_per_client=partition.classes_per_client,
+            min_partition_size=partition.min_partition_size,
+            test_fraction=partition.test_fraction, seed=client.seed,
+            cache_dir=client.data.cache_dir)
 
 
-def aggregate_accuracy(global_state, model_fn, test) -> float:
-    model = model_fn()
-    model.load_state_dict(global_state)
-    return evaluate(model, test)[1]
+def replay_variant(replay: Replay, name: str, options: dict, args) -> list[dict]:
+    """Refine every round's aggregate with one strategy object; one record per round."""
+    config = strategy_config(replay.config, options)
+    experiment = experiment_from_dict(config)
+    strategy_settings = experiment.strategy
+    info = replay.test.info
+    strategy = build_strategy(strategy_settings.name, strategy_settings.options,
+                              model_fn=replay.model_fn, num_classes=info.num_classes,
+                              input_shape=info.image_shape, device="cpu",
+                              seed=experiment.seed)
+    records = []
+    for server_round in replay.rounds(args.rounds):
+        members, aggregate = load_round_models(
+            replay.run_dir / "client_models" / f"round-{server_round:03d}.pt")
+        started = time.perf_counter()
+        refined, metrics = strategy.refine_global_model(server_round, ArrayRecord(aggregate),
+                                                        members)
+        seconds = time.perf_counter() - started
+        distilled = refined.to_torch_state_dict()
+        row = replay.rows[server_round]
+        record = {"variant": name, "options": options, "round": server_round,
+                  "seed": experiment.seed, "aggregate": row["test_accuracy"],
+                  "ensemble": row.get("ensemble_accuracy_class_weighted_probabilities"),
+                  "distilled": replay.accuracy(distilled), "server_seconds": seconds,
+                  "kl_before": metrics.get("kl-before"), "kl_after": metrics.get("kl-after")}
+        for beta in args.betas:
+            record[f"beta-{beta:g}"] = replay.accuracy(
+                interpolate_states(aggregate, distilled, beta))
+        if args.client_validation:
+            record["client_loss"] = {
+                f"{beta:g}": replay.client_loss(interpolate_states(aggregate, distilled, beta),
+                                                members)
+                for beta in (0.0, *args.betas, 1.0)}
+        records.append(record)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                          for k, v in record.items() if k != "options"}), flush=True)
+    return records
 
 
-def refine_fedavg(args, clients, test, model_fn, strategies) -> None:
-    """Default mode: every variant refines FedAvg's aggregate; FedAvg's path is unchanged."""
-    sampler = random.Random(args.seed)
-    torch.manual_seed(args.seed)
-    global_state = model_fn().state_dict()
-    print(" | ".join(["round", "fedavg", "ens-class", "ens-class-probs", "ens-size"]
-                     + list(strategies)))
-    for server_round in range(1, args.rounds + 1):
-        chosen = sorted(sampler.sample(range(args.num_clients), args.clients_per_round))
-        members = [local_round(global_state, clients[pid], model_fn, args, server_round, pid)
-                   for pid in chosen]
-        global_state = average(members)
-        ensemble = ensemble_test_accuracies(model_fn, members, test)
-        row = [str(server_round), f"{aggregate_accuracy(global_state, model_fn, test):.4f}",
-               f"{ensemble['ensemble-accuracy-class-weighted']:.4f}",
-               f"{ensemble['ensemble-accuracy-class-weighted-probabilities']:.4f}",
-               f"{ensemble['ensemble-accuracy-size-weighted']:.4f}"]
-        for strategy in strategies.values():
-            _, accuracy, seconds = distil(strategy, server_round, global_state, members,
-                                          model_fn, test)
-            row.append(f"{accuracy:.4f} ({seconds:.1f}s)")
-        print(" | ".join(row), flush=True)
+def summarise(records: list[dict]) -> dict[str, float]:
+    """Mean gain, gain where the ensemble leads by >= 3 points (and its captured share)."""
+    gains = [r["distilled"] - r["aggregate"] for r in records]
+    leads = [(r["ensemble"] - r["aggregate"]) if r["ensemble"] is not None else None
+             for r in records]
+    lead_rounds = [(g, l) for g, l in zip(gains, leads) if l is not None and l >= 0.03]
+    other = [g for g, l in zip(gains, leads) if l is None or l < 0.03]
+    return {"mean_gain": sum(gains) / len(gains),
+            "lead_rounds": len(lead_rounds),
+            "captured_share": (sum(g / l for g, l in lead_rounds) / len(lead_rounds)
+                               if lead_rounds else float("nan")),
+            "gain_without_lead": sum(other) / len(other) if other else float("nan"),
+            "server_seconds": sum(r["server_seconds"] for r in records) / len(records)}
 
 
-def follow_trajectories(args, clients, test, model_fn, strategies) -> None:
-    """``--follow``: FedAvg and every variant each run their own federated trajectory."""
-    sampler = random.Random(args.seed)
-    torch.manual_seed(args.seed)
-    initial = model_fn().state_dict()  # the same initial model for every trajectory
-    states = {name: {k: v.clone() for k, v in initial.items()}
-              for name in ["fedavg", *strategies]}
-    print(" | ".join(["round", *states]))
-    for server_round in range(1, args.rounds + 1):
-        chosen = sorted(sampler.sample(range(args.num_clients), args.clients_per_round))
-        row = [str(server_round)]
-        for name in states:
-            members = [local_round(states[name], clients[pid], model_fn, args, server_round,
-                                   pid) for pid in chosen]
-            states[name] = average(members)
-            if name == "fedavg":
-                row.append(f"{aggregate_accuracy(states[name], model_fn, test):.4f}")
-                continue
-            states[name], accuracy, seconds = distil(
-                strategies[name], server_round, states[name], members, model_fn, test)
-            row.append(f"{accuracy:.4f} ({seconds:.1f}s)")
-        print(" | ".join(row), flush=True)
+def follow(replay: Replay, name: str, options: dict, args) -> None:
+    """Run the variant's own trajectory through the real ServerApp, in-process."""
+    from fedrdskd.inprocess import run_in_process
+
+    out = args.follow / f"{name}-seed{replay.experiment.seed}"
+    config = strategy_config(replay.config, options)
+    config["server"] = {**config["server"], "save_client_models": False}
+    if args.rounds:
+        config["num_rounds"] = args.rounds
+    config["output_dir"] = str(out)
+    summary = run_in_process(experiment_from_dict(config), out)
+    print(f"{name}: final {summary['final_test_accuracy']:.4f}", flush=True)
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    root = os.environ.get("FEDRDSKD_DATA")
-    test = load_dataset("mnist", root, train=False)
-    clients = [load_client_data("mnist", root, partition_id=pid,
-                                num_partitions=args.num_clients, scheme="dirichlet",
-                                alpha=args.alpha, classes_per_client=2,
-                                min_partition_size=10, test_fraction=0.1, seed=args.seed)
-               for pid in range(args.num_clients)]
-
-    def model_fn() -> torch.nn.Module:
-        return build_model("lenet5", num_classes=10, image_shape=(1, 28, 28))
-
-    strategies = {name: FedRDSKD(model_fn=model_fn, num_classes=10, input_shape=(1, 28, 28),
-                                 batched_ensemble=False, seed=args.seed, **VARIANTS[name])
-                  for name in args.variants}
-    print(f"MNIST LeNet-5, Dirichlet alpha={args.alpha}, {args.num_clients} clients, "
-          f"{args.clients_per_round}/round, {args.local_epochs} local epoch(s), "
-          f"seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'own trajectories' if args.follow else 'refining FedAvg'}")
-    run = follow_trajectories if args.follow else refine_fedavg
-    run(args, clients, test, model_fn, strategies)
+    torch.set_num_threads(2)
+    variants = defined_variants(args.set)
+    replay = Replay(args.trajectory)
+    for name in args.variants:
+        if args.follow is not None:
+            follow(replay, name, variants[name], args)
+            continue
+        records = replay_variant(replay, name, variants[name], args)
+        summary = summarise(records)
+        print(f"SUMMARY {name} seed {replay.experiment.seed}: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in summary.items()), flush=True)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a") as stream:
+                for record in records:
+                    stream.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

@@ -123,10 +123,10 @@ def make_ensemble_evaluate_fn(
     models, optionally on a fixed subset (``num_samples``, see
     :func:`diagnostics_subset`: with K members they cost K test-set passes per round,
     more than the clients' training for the small CNN on CIFAR-10), and
-    ``ensemble-eval-samples``, the number of images measured. When the strategy refined
-    the aggregate (distillation), ``aggregate-accuracy``: the aggregate's accuracy
-    *before* refinement on the whole test set (the same images as the global model's
-    ``test-accuracy``, so the two give the refinement's gain exactly). With
+    ``ensemble-eval-samples``, the number of images measured. ``aggregate-accuracy``:
+    the accuracy of the aggregate *before* refinement (server-side distillation) on
+    the whole test set, the same images as the global model's ``test-accuracy``, so
+    the two give the refinement's gain exactly (0 for strategies that do not refine). With
     ``save_dir``, the round's models go to ``save_dir/round-<r>.pt``
     (:func:`save_round_models`).
     """

@@ -28,6 +28,12 @@ from fedrdskd.experiment import ClientSettings, ExperimentConfig
 
 SERVER_NODE_ID = 1
 RUN_ID = 1
+FIRST_CLIENT_NODE_ID = 2
+
+
+def partition_of_node(node_id: int) -> int:
+    """The partition an :class:`InProcessGrid` node holds (node ids start after the server's)."""
+    return node_id - FIRST_CLIENT_NODE_ID
 
 
 def node_context(node_id: int, partition_id: int, num_partitions: int) -> Context:
@@ -55,7 +61,7 @@ def handle_message(message: Message, settings: ClientSettings, partition_id: int
 class InProcessGrid(Grid):
     """A Grid of ``num_nodes`` ClientApp nodes answered by a process pool.
 
-    Node ``i`` (id ``i + 2``; 1 is the server's) holds partition ``i``.
+    Node ``FIRST_CLIENT_NODE_ID + i`` holds partition ``i`` (1 is the server's id).
 
     Parameters
     ----------
@@ -72,7 +78,8 @@ class InProcessGrid(Grid):
         self.settings = settings
         self.num_nodes = num_nodes
         self.executor = executor
-        self.partitions = {partition + 2: partition for partition in range(num_nodes)}
+        self.partitions = {FIRST_CLIENT_NODE_ID + partition: partition
+                           for partition in range(num_nodes)}
 
     def set_run(self, run) -> None:  # noqa: D102 - no run bookkeeping in one process
         self._run = run

@@ -55,6 +55,17 @@ class RDSKDSynthesizer:
         ``τ`` of the student's KD loss (released code: 10).
     weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float (default: 1.0)
         Term weights for ablations (RDSKD: all 1; 0 switches a term off).
+    weight_hard_sample : float (default: 0.0)
+        Weight of the student-aware hard-sample term
+        (:func:`~fedrdskd.kd.losses.hard_sample_loss`; 0 = RDSKD, the student is then
+        not run in generator steps).
+    penalise_hard_sample : bool (default: True)
+        Put the hard-sample term under RDSKD's exponential increment penalty.
+    batch_reuse : int (default: 1)
+        Student batches of ``batch_size`` are drawn afresh every ``batch_reuse`` calls of
+        :meth:`sample` and reused in between, with the teacher's outputs on them cached,
+        so ``k`` student steps on one batch cost one teacher pass (FedFTG takes its 5
+        global steps per iteration on one batch). 1 = a fresh batch every step (RDSKD).
     device : torch.device (default: cpu)
         Where the generator runs and latents are drawn.
     seed : int (default: 0)
@@ -82,9 +93,12 @@ class RDSKDSynthesizer:
         weight_authenticity: float = 1.0,
         weight_class_diversity: float = 1.0,
         weight_inter_sample_diversity: float = 1.0,
+        weight_hard_sample: float = 0.0,
+        penalise_hard_sample: bool = True,
         device: torch.device = torch.device("cpu"),
         seed: int = 0,
         sample_batch_statistics: bool = True,
+        batch_reuse: int = 1,
     ) -> None:
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size must be an even number >= 2 (the inter-sample "
@@ -98,12 +112,19 @@ class RDSKDSynthesizer:
         self.batch_size = int(batch_size)
         self.temperature = float(temperature)
         self.sample_batch_statistics = sample_batch_statistics
+        if int(batch_reuse) != batch_reuse or batch_reuse < 1:
+            raise ValueError(f"batch_reuse must be an int >= 1, got {batch_reuse!r}.")
+        self.batch_reuse = int(batch_reuse)
+        self._cached: SyntheticBatch | None = None
+        self._cached_teacher: torch.Tensor | None = None
+        self._uses_left = 0
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         self.loss = RDSKDGeneratorLoss(
             reference_interval=reference_interval,
             weight_authenticity=weight_authenticity,
             weight_class_diversity=weight_class_diversity,
-            weight_inter_sample_diversity=weight_inter_sample_diversity)
+            weight_inter_sample_diversity=weight_inter_sample_diversity,
+            weight_hard_sample=weight_hard_sample, penalise_hard_sample=penalise_hard_sample)
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(int(seed))
 
@@ -112,38 +133,64 @@ class RDSKDSynthesizer:
         return torch.randn(batch_size, self.latent_dim, generator=self.rng, device=self.device)
 
     def begin_iteration(self) -> None:
-        """Nothing to fix per iteration (RDSKD draws fresh latents every step)."""
+        """Start the iteration's student phase on a fresh batch (drops a reused one)."""
+        self._drop_cached()
+
+    def _drop_cached(self) -> None:
+        self._cached, self._cached_teacher, self._uses_left = None, None, 0
 
     def reset_references(self) -> None:
         """Refresh the loss references at the next generator step."""
         self.loss.reset_references()
 
+    def set_class_prior(self, prior: torch.Tensor | None) -> None:
+        """Target class distribution of the class-diversity term (``None``: uniform)."""
+        self.loss.set_class_prior(prior)
+
     def generator_step(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
-        """One Adam step on ``L_G`` (the student is not used: RDSKD is not adversarial).
+        """One Adam step on ``L_G``; the student is run only for the hard-sample term.
+
+        Only the generator's parameters receive gradients (the student and the teacher
+        are read, not trained, here).
 
         Returns
         -------
         dict[str, float]
-            ``{"authenticity", "class-diversity", "inter-sample-diversity", "total"}``.
+            ``{"authenticity", "class-diversity", "inter-sample-diversity", "total"}``
+            and ``"hard-sample"`` when that term is on.
         """
         self.generator.train()
         images = self.generator(self.latents(self.batch_size))
-        total, values = self.loss(images, teacher(images))
+        student_logits = student(images) if self.loss.uses_student else None
+        total, values = self.loss(images, teacher(images), student_logits)
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:  # all weights 0: nothing to optimise
-            total.backward()
+            total.backward(inputs=list(self.generator.parameters()))
             self.optimizer.step()
+        self._drop_cached()  # the generator changed
         return values
 
-    @torch.no_grad()
     def sample(self, batch_size: int) -> SyntheticBatch:
         """Generated images, without gradients; sampling never changes the generator.
+
+        A batch of the synthesizer's ``batch_size`` is reused for ``batch_reuse`` calls
+        (see the class docstring); other sizes are always drawn afresh.
 
         With ``sample_batch_statistics`` (default) the generator's BatchNorm layers
         normalise with the batch's statistics, as in its training steps, and their
         running statistics are restored afterwards. Otherwise the generator runs in eval
         mode (running statistics), as in the released code's student phase.
         """
+        if batch_size != self.batch_size or self.batch_reuse == 1:
+            return self._generate(batch_size)
+        if self._uses_left == 0:
+            self._cached, self._cached_teacher = self._generate(batch_size), None
+            self._uses_left = self.batch_reuse
+        self._uses_left -= 1
+        return self._cached
+
+    @torch.no_grad()
+    def _generate(self, batch_size: int) -> SyntheticBatch:
         was_training = self.generator.training
         self.generator.train(self.sample_batch_statistics)
         buffers = [(b, b.clone()) for b in self.generator.buffers()]
@@ -156,9 +203,17 @@ class RDSKDSynthesizer:
     def student_loss(
         self, student_logits: torch.Tensor, teacher: Teacher, batch: SyntheticBatch
     ) -> torch.Tensor:
-        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` (teacher without gradients)."""
-        with torch.no_grad():
-            teacher_logits = teacher(batch.images)
+        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` (teacher without gradients).
+
+        The teacher's outputs on a reused batch are computed once.
+        """
+        reused = self._cached is not None and batch is self._cached
+        teacher_logits = self._cached_teacher if reused else None
+        if teacher_logits is None:
+            with torch.no_grad():
+                teacher_logits = teacher(batch.images)
+            if reused:
+                self._cached_teacher = teacher_logits
         return kd_loss(student_logits, teacher_logits, self.temperature)
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,8 +12,8 @@
    here; the distillation strategies override it);
 5. optionally evaluates the client ensemble with ``ensemble_evaluate_fn`` (a
    diagnostic the simulation passes in; timed separately from the server's work). It
-   also receives the aggregate *before* refinement when the hook changed the model,
-   so the harness can measure what the refinement added.
+   also receives the aggregate *before* refinement, so the harness can measure what
+   the refinement added.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from flwr.common import log
 
 from fedrdskd.strategies.replies import ClientModel, screen_replies
 
-EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel], ArrayRecord | None], dict[str, float]]
+EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel], ArrayRecord], dict[str, float]]
 """``(server_round, members, aggregate)``: ``aggregate`` is the base strategy's model
-before :meth:`ClientEnsembleMixin.refine_global_model`, or ``None`` if the hook left
-it unchanged."""
+before :meth:`ClientEnsembleMixin.refine_global_model`."""
 
 
 def _float_metrics(values: dict[str, float]) -> dict[str, float]:
@@ -47,10 +46,9 @@ class ClientEnsembleMixin:
         Returns a freshly constructed model of the federation's architecture.
     num_classes : int
         Number of classes (length of the clients' label counts).
-    ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel], ArrayRecord | None], dict] | None
+    ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel], ArrayRecord], dict] | None
         (default: None) Diagnostic called every round with the valid client models
-        and the aggregate before refinement (``None`` if the refinement hook did not
-        change it); its metrics (e.g. the ensemble's test accuracy) are added to the
+        and the aggregate before refinement; its metrics (e.g. the ensemble's test accuracy) are added to the
         round's train metrics. Its time is reported as ``diagnostics-seconds``, not as
         ``server-seconds``.
     **kwargs
@@ -112,8 +110,7 @@ class ClientEnsembleMixin:
             return None, metrics
         refined, extra = self.refine_global_model(server_round, arrays, members)
         server_seconds = time.perf_counter() - started
-        diagnostics = self._diagnose(server_round, members,
-                                     arrays if refined is not arrays else None)
+        diagnostics = self._diagnose(server_round, members, arrays)
         arrays = refined
         merged = dict(metrics or {})
         merged.update(_float_metrics(extra))
@@ -123,7 +120,7 @@ class ClientEnsembleMixin:
         return arrays, MetricRecord(merged)
 
     def _diagnose(self, server_round: int, members: Sequence[ClientModel],
-                  aggregate: ArrayRecord | None) -> dict:
+                  aggregate: ArrayRecord) -> dict:
         if self.ensemble_evaluate_fn is None:
             return {}
         started = time.perf_counter()

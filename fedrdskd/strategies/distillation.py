@@ -23,6 +23,7 @@ from flwr.common import log
 
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
+from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.kd.ensemble import ENSEMBLE_COMBINATIONS, TeacherEnsemble, ensemble_weights
 from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
 from fedrdskd.strategies.replies import ClientModel
@@ -79,6 +80,10 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         Device for the server-side distillation.
     seed : int (default: 0)
         Seeds the generator's initialisation and the synthesizer's sampling.
+    student_interpolation : float (default: 1.0)
+        ``β`` of the trust region ``w = w_avg + β (w_distilled − w_avg)`` that the round
+        returns (1 = the distilled model, 0 = the aggregate; see
+        :func:`interpolate_states`).
     **kwargs
         ``model_fn``, ``num_classes``, ``ensemble_evaluate_fn`` and everything the base
         Flower strategy takes.
@@ -93,9 +98,14 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         batched_ensemble: bool = False,
         device: str = "cpu",
         seed: int = 0,
+        student_interpolation: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= student_interpolation <= 1.0:
+            raise ValueError(f"student_interpolation must be in [0.0, 1.0], got "
+                             f"{student_interpolation!r}.")
+        self.student_interpolation = float(student_interpolation)
         if ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
             raise ValueError(f"ensemble_weighting must be one of {ENSEMBLE_WEIGHTINGS}, "
                              f"got {ensemble_weighting!r}.")
@@ -165,6 +175,9 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         log(INFO, "Round %d distillation: %s", server_round,
             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+        if self.student_interpolation != 1.0:
+            state = interpolate_states(arrays.to_torch_state_dict(), state,
+                                       self.student_interpolation)
         return ArrayRecord(state), metrics
 
     # ---- checkpointing --------------------------------------------------------------

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import copy
 import math
-from logging import INFO
+from collections.abc import Sequence
+from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
 from fedrdskd.kd.distill import DistillationSchedule
+from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.rdskd import RDSKDSynthesizer
 from fedrdskd.strategies.distillation import DistillationMixin
+from fedrdskd.strategies.replies import ClientModel
 
 STUDENT_OPTIMIZERS = ("adam", "sgd")
+CLASS_PRIORS = ("uniform", "label-counts")
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -72,6 +77,27 @@ class RDSKDMixin(DistillationMixin):
         size relative to earlier rounds', so a round whose teacher agrees with the
         aggregate moves it little (see ``benchmarks/distillation_gain.py --follow``).
         No effect with ``"sgd"`` (plain SGD keeps no state).
+    student_momentum : float (default: 0.0)
+        Momentum of the student's SGD (``"sgd"`` only).
+    student_weight_decay : float (default: 0.0)
+        Weight decay of the student optimiser (FedFTG's fine-tune: 1e-3).
+    weight_hard_sample : float (default: 0.0)
+        Weight of the student-aware hard-sample generator term
+        (:func:`fedrdskd.kd.losses.hard_sample_loss`: the generator seeks samples where
+        the aggregate still disagrees with the ensemble, as FedFTG, DFAD and DFRD do);
+        0 = RDSKD as published.
+    penalise_hard_sample : bool (default: True)
+        Put the hard-sample term under RDSKD's exponential increment penalty (no
+        hand-tuned balance against the other terms) instead of adding it linearly.
+    student_batch_reuse : int (default: 1)
+        Student steps taken on each synthetic batch (its teacher outputs computed once);
+        with ``iterations > 1`` each iteration's student phase starts on a fresh batch.
+        The teacher ensemble's forward pass is most of a student step's cost.
+    class_prior : str (default: "uniform")
+        Target of the class-diversity term: ``"uniform"`` (RDSKD) or ``"label-counts"``
+        (the pooled label counts of the round's clients, so classes almost absent from
+        the round are not asked for; falls back to uniform with a warning when a client
+        sends no counts).
     strength_decay : float (default: 0.5)
         Per-round factor on both step counts: round ``r`` takes
         ``round(steps * strength_decay ** (r - 1))`` generator and student steps
@@ -101,6 +127,12 @@ class RDSKDMixin(DistillationMixin):
         reference_interval: int = 20,
         strength_decay: float = 0.5,
         persist_student_optimizer: bool = False,
+        student_momentum: float = 0.0,
+        student_weight_decay: float = 0.0,
+        weight_hard_sample: float = 0.0,
+        penalise_hard_sample: bool = True,
+        class_prior: str = "uniform",
+        student_batch_reuse: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,9 +142,15 @@ class RDSKDMixin(DistillationMixin):
         for name, value in (("iterations", iterations), ("batch_size", batch_size),
                             ("latent_dim", latent_dim),
                             ("generator_channels", generator_channels),
-                            ("reference_interval", reference_interval)):
+                            ("reference_interval", reference_interval),
+                            ("student_batch_reuse", student_batch_reuse)):
             _check_range(name, value, 1, 10**6)
         _check_range("strength_decay", strength_decay, 0.0, 1.0)
+        _check_range("student_momentum", student_momentum, 0.0, 1.0)
+        _check_range("student_weight_decay", student_weight_decay, 0.0, 1.0)
+        _check_range("weight_hard_sample", weight_hard_sample, 0.0, 1e6)
+        if class_prior not in CLASS_PRIORS:
+            raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {class_prior!r}.")
         if student_optimizer not in STUDENT_OPTIMIZERS:
             raise ValueError(f"student_optimizer must be one of {STUDENT_OPTIMIZERS}, "
                              f"got {student_optimizer!r}.")
@@ -131,6 +169,12 @@ class RDSKDMixin(DistillationMixin):
         self.reference_interval = reference_interval
         self.strength_decay = strength_decay
         self.persist_student_optimizer = bool(persist_student_optimizer)
+        self.student_momentum = float(student_momentum)
+        self.student_weight_decay = float(student_weight_decay)
+        self.weight_hard_sample = float(weight_hard_sample)
+        self.penalise_hard_sample = bool(penalise_hard_sample)
+        self.class_prior = class_prior
+        self.student_batch_reuse = int(student_batch_reuse)
         self._last_student_optimizer: torch.optim.Optimizer | None = None
 
     def summary(self) -> None:
@@ -158,7 +202,25 @@ class RDSKDMixin(DistillationMixin):
             generator, latent_dim=self.latent_dim, lr=self.generator_lr,
             batch_size=self.distill_batch_size,
             reference_interval=self.reference_interval,
+            weight_hard_sample=self.weight_hard_sample,
+            penalise_hard_sample=self.penalise_hard_sample,
+            batch_reuse=self.student_batch_reuse,
             temperature=self.temperature, device=self.device, seed=self.seed)
+
+    def prepare_round(self, server_round: int, members: Sequence[ClientModel],
+                      teacher: TeacherEnsemble) -> None:
+        """Set the class-diversity target for this round's clients."""
+        self.synthesizer.set_class_prior(self._round_class_prior(members))
+
+    def _round_class_prior(self, members: Sequence[ClientModel]) -> torch.Tensor | None:
+        if self.class_prior == "uniform":
+            return None
+        if any(member.label_counts is None for member in members):
+            log(WARNING, "class_prior='label-counts' needs label counts from every client; "
+                "some did not send them, using a uniform class prior this round.")
+            return None
+        return torch.as_tensor(np.stack([m.label_counts for m in members]).sum(axis=0),
+                               dtype=torch.float32)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """Generator and student steps, both scaled by ``strength_decay ** (round - 1)``."""
@@ -186,8 +248,11 @@ class RDSKDMixin(DistillationMixin):
 
     def _new_student_optimizer(self, student: torch.nn.Module) -> torch.optim.Optimizer:
         if self.student_optimizer_name == "sgd":
-            return torch.optim.SGD(student.parameters(), lr=self.student_lr)
-        return torch.optim.Adam(student.parameters(), lr=self.student_lr)
+            return torch.optim.SGD(student.parameters(), lr=self.student_lr,
+                                   momentum=self.student_momentum,
+                                   weight_decay=self.student_weight_decay)
+        return torch.optim.Adam(student.parameters(), lr=self.student_lr,
+                                weight_decay=self.student_weight_decay)
 
     def distillation_state(self) -> dict[str, Any]:
         """The synthesizer's state and the carried student optimiser state, if any."""
