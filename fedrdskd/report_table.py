@@ -10,17 +10,18 @@ first round whose accuracy is >= the target, averaged over the seeds that reache
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from logging import WARNING
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.common import log
 
 from fedrdskd.report import Run, StrategyRow, Table
+from fedrdskd.report_measures import (at_round, best_accuracy, describe, first_reaching,
+                                      mean_accuracy_to_round, number,
+                                      server_seconds_per_round, total_seconds)
 
 ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
                  "logits": "ensemble_accuracy_class_weighted"}
@@ -37,58 +38,6 @@ NOTE = (
     "recorded. Times (total, per round, to target) are the runs' own recorded timings "
     "(round time without the centralised evaluation and ensemble diagnostics), not "
     "re-measured here: compare them only between runs made on the same machine and load.")
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or ``None`` for missing/null/NaN values."""
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def describe(values: Sequence[Any]) -> dict[str, Any]:
-    """``{"mean", "std", "n", "values"}`` over the finite values (std with ddof=1)."""
-    present = [number for number in map(_number, values) if number is not None]
-    return {"mean": float(np.mean(present)) if present else None,
-            "std": float(np.std(present, ddof=1)) if len(present) > 1 else None,
-            "n": len(present), "values": [_number(value) for value in values]}
-
-
-def _at_round(run: Run, server_round: int, key: str = "test_accuracy") -> Any:
-    return next((row.get(key) for row in run.rounds if row["round"] == server_round), None)
-
-
-def _first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
-    for row in run.rounds:
-        accuracy = _number(row.get("test_accuracy"))
-        if accuracy is not None and accuracy >= target:
-            return row["round"], row.get("elapsed_seconds")
-    return None
-
-
-def _mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
-    """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
-    accuracies = [_number(_at_round(run, server_round))
-                  for server_round in range(1, last_round + 1)]
-    if any(accuracy is None for accuracy in accuracies):
-        return None
-    return float(np.mean(accuracies))
-
-
-def _best_accuracy(run: Run) -> float | None:
-    accuracies = [_number(row.get("test_accuracy")) for row in run.rounds]
-    return max((accuracy for accuracy in accuracies if accuracy is not None), default=None)
-
-
-def _total_seconds(run: Run) -> Any:
-    total = run.summary.get("total_seconds")
-    return total if total is not None else run.rounds[-1].get("elapsed_seconds")
-
-
-def _server_seconds_per_round(run: Run) -> float | None:
-    return describe([row["server_seconds"] for row in run.rounds
-                     if "server_seconds" in row])["mean"]
 
 
 def ensemble_combination(runs: Sequence[Run]) -> str:
@@ -116,7 +65,7 @@ def mean_curve(runs: Sequence[Run],
 
     def add(server_round: int, accuracies: list[Any], elapsed: list[Any],
             ensemble: list[Any]) -> None:
-        finite = [a for a in map(_number, accuracies) if a is not None]
+        finite = [a for a in map(number, accuracies) if a is not None]
         columns["round"].append(server_round)
         columns["accuracy_mean"].append(describe(accuracies)["mean"])
         columns["accuracy_min"].append(min(finite) if finite else None)
@@ -125,12 +74,12 @@ def mean_curve(runs: Sequence[Run],
         columns["ensemble_accuracy_mean"].append(describe(ensemble)["mean"])
 
     initial = [run.summary.get("initial_test_accuracy") for run in runs]
-    if all(_number(value) is not None for value in initial):
+    if all(number(value) is not None for value in initial):
         add(0, initial, [0.0] * len(runs), [])
     for server_round in common:
-        add(server_round, [_at_round(run, server_round) for run in runs],
-            [_at_round(run, server_round, "elapsed_seconds") for run in runs],
-            [_at_round(run, server_round, ensemble_key) for run in runs])
+        add(server_round, [at_round(run, server_round) for run in runs],
+            [at_round(run, server_round, "elapsed_seconds") for run in runs],
+            [at_round(run, server_round, ensemble_key) for run in runs])
     return columns
 
 
@@ -150,26 +99,26 @@ def summarise_row(row: StrategyRow, at_rounds: Sequence[int],
         "num_seeds": len(runs), "seeds": [run.seed for run in runs],
         "run_dirs": [str(run.run_dir) for run in runs],
         "final_test_accuracy": describe([run.rounds[-1].get("test_accuracy") for run in runs]),
-        "best_test_accuracy": describe([_best_accuracy(run) for run in runs]),
-        "accuracy_at_round": {str(server_round): describe([_at_round(run, server_round)
+        "best_test_accuracy": describe([best_accuracy(run) for run in runs]),
+        "accuracy_at_round": {str(server_round): describe([at_round(run, server_round)
                                                            for run in runs])
                               for server_round in at_rounds},
         "final_ensemble_accuracy": describe([run.rounds[-1].get(ensemble_key)
                                              for run in runs]),
-        "total_seconds": describe([_total_seconds(run) for run in runs]),
-        "server_seconds_per_round": describe([_server_seconds_per_round(run)
+        "total_seconds": describe([total_seconds(run) for run in runs]),
+        "server_seconds_per_round": describe([server_seconds_per_round(run)
                                               for run in runs]),
         "curve": mean_curve(runs, ensemble_key),
     }
     if mean_to_round is not None:
         summary["mean_accuracy_to_round"] = describe(
-            [_mean_accuracy_to_round(run, mean_to_round) for run in runs])
+            [mean_accuracy_to_round(run, mean_to_round) for run in runs])
     return summary
 
 
 def reach_target(runs: Sequence[Run], target: float) -> dict[str, Any]:
     """Rounds and seconds to ``target`` over the seeds that reached it."""
-    reached = [hit for hit in (_first_reaching(run, target) for run in runs) if hit]
+    reached = [hit for hit in (first_reaching(run, target) for run in runs) if hit]
     return {"reached": len(reached), "num_seeds": len(runs),
             "rounds": describe([server_round for server_round, _ in reached]),
             "seconds": describe([seconds for _, seconds in reached])}

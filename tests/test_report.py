@@ -321,3 +321,11 @@ def test_y_min_zooms_plots_and_is_checked(tmp_path, two_strategies):
     with pytest.raises(ValueError, match="y_min=95.0 is outside"):
         write_report(tables_of(two_strategies), tmp_path / "bad", targets=[], at_rounds=[],
                      y_min=95.0)
+
+
+def test_run_dirs_are_named_as_given_and_resumed_runs_compare(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(Path("runs") / "a", [0.5, 0.9], seed=0)
+    write_run(Path("runs") / "b", [0.6, 0.9], seed=1, resume_from="runs/b")
+    (table,) = tables_of(Path("runs"))
+    assert [str(run.run_dir) for run in table.rows[0].runs] == ["runs/a", "runs/b"]
