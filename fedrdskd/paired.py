@@ -39,6 +39,8 @@ ROUNDS_TIE_TOLERANCE = 0.0
 """Rounds-to-target differences count as a tie only when equal."""
 BETTER = "better"
 WORSE = "worse"
+NOT_PAIRED = "not paired"
+"""The verdict when no seed could be paired."""
 T_METHOD = "student-t"
 BOOTSTRAP_METHOD = "paired-bootstrap-percentile"
 
@@ -119,7 +121,10 @@ def wins_ties_losses(differences: Sequence[float], tolerance: float,
 
 
 def verdict(interval: Interval | None, num_seeds: int, higher_is_better: bool = True) -> str:
-    """``better`` / ``worse`` when ``interval`` excludes 0, else ``no detectable difference``."""
+    """``better`` / ``worse`` when ``interval`` excludes 0, else ``no detectable difference``
+    (``not paired`` for 0 seeds)."""
+    if num_seeds == 0:
+        return NOT_PAIRED
     if interval is None or not interval.excludes_zero():
         return no_difference(num_seeds)
     above = interval.low > 0.0

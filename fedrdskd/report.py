@@ -2,8 +2,9 @@
 
     fedrdskd-report multirun/2025-01-01/12-00-00 --out report --target-accuracy 0.95
 
-writes ``report.md``, ``report.json`` and two plots per table into ``--out``. Grouping
-rules (they keep a comparison fair):
+writes ``report.md``, ``report.json`` and three plots per table into ``--out``: the
+paired comparison with ``--baseline`` (default ``fedavg``) first. Grouping rules (they
+keep a comparison fair):
 
 1. Each ``results.json`` is a run; its config is flattened to dotted snake_case keys.
    :data:`DEFAULT_IGNORED_KEYS` (paths, hardware), ``--ignore-key`` keys and ``seed``
@@ -16,6 +17,9 @@ rules (they keep a comparison fair):
 3. A *row* is one value of ``strategy.*``; its runs differ only in the seed and are
    averaged (two with the same seed are refused). Rows sharing a strategy name (an
    ablation) are labelled with their differing options.
+4. A *pair* is a row's run and the ``--baseline`` row's run with the same seed; it is
+   checked by the same :func:`shared_settings` as a table, and runs whose client
+   sampling did not follow the seed are not paired (:mod:`fedrdskd.report_paired`).
 """
 
 from __future__ import annotations

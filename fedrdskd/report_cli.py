@@ -2,8 +2,10 @@
 
     fedrdskd-report results/mnist/dirichlet-0.1-e1 --out report --mean-to-round 10
 
-Every refusal (runs that differ in more than the seed and the strategy, a missing
-path, a bad option value) is logged with what to do and exits with code 2.
+Every refusal (runs that differ in more than the seed and the strategy, an ambiguous
+``--baseline``, a missing path, a bad option value) is logged with what to do and exits
+with code 2. Runs that cannot be paired (client sampling not seeded) do not stop the
+report: its paired section says which and why.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from flwr.common import log
 
 from fedrdskd.report import DEFAULT_IGNORED_KEYS, find_results, group_runs, load_run
+from fedrdskd.report_paired import DEFAULT_BASELINE
 from fedrdskd.report_table import write_report
 
 
@@ -69,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(how fast accuracy comes, all along)")
     parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
                         help="config key whose values make separate tables")
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, metavar="NAME",
+                        help="row every other strategy is paired with by seed: a strategy "
+                             "name, or a row's exact label when several rows share the "
+                             f"name (default: {DEFAULT_BASELINE})")
     return parser
 
 
@@ -77,11 +84,12 @@ def run_report(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         runs = [run for run in map(load_run, find_results(args.run_dirs)) if run]
-        tables = group_runs(runs, ignore_keys=(*DEFAULT_IGNORED_KEYS, *args.ignore_keys),
-                            split_by=args.split_by)
+        ignore_keys = (*DEFAULT_IGNORED_KEYS, *args.ignore_keys)
+        tables = group_runs(runs, ignore_keys=ignore_keys, split_by=args.split_by)
         written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
                                at_rounds=args.at_rounds or [5, 10], y_min=args.y_min,
-                               mean_to_round=args.mean_to_round)
+                               mean_to_round=args.mean_to_round, baseline=args.baseline,
+                               ignore_keys=ignore_keys)
     except (FileNotFoundError, ValueError) as error:
         log(ERROR, "fedrdskd-report: %s", error)
         return 2

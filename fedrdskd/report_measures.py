@@ -15,6 +15,11 @@ import numpy as np
 if TYPE_CHECKING:
     from fedrdskd.report import Run
 
+ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
+                 "logits": "ensemble_accuracy_class_weighted"}
+"""Results keys of the class-weighted client ensemble's test accuracy, by how the
+members are combined (``probabilities``: the default teacher)."""
+
 
 def number(value: Any) -> float | None:
     """A finite float, or ``None`` for missing/null/NaN values."""
