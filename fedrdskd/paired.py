@@ -176,6 +176,11 @@ def detectable_rounds(per_round: dict[int, Sequence[float]],
     -------
     dict[str, list[int]]
         ``{"better": [...], "worse": [...]}`` (rounds with one seed are in neither).
+
+    Notes
+    -----
+    Each round is tested on its own at 95 %, without a correction for the number of
+    rounds: over 20 rounds with no true difference, about one is listed by chance.
     """
     found: dict[str, list[int]] = {BETTER: [], WORSE: []}
     for server_round in sorted(per_round):

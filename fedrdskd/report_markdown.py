@@ -40,7 +40,9 @@ def _interval_note(paired: dict[str, Any]) -> str:
                  f"{paired['bootstrap']['seed']})")
     return note + (". W/T/L: seeds won / tied / lost (tie: within "
                    f"{100 * ACCURACY_TIE_TOLERANCE:g} points or "
-                   f"{ROUNDS_TIE_TOLERANCE:g} rounds).")
+                   f"{ROUNDS_TIE_TOLERANCE:g} rounds). Per round: each round's own "
+                   "interval, not corrected for testing many rounds (at 95 %, about 1 "
+                   "round in 20 excludes 0 by chance), so isolated rounds may be noise.")
 
 
 def _left_out_lines(paired: dict[str, Any]) -> list[str]:
