@@ -14,8 +14,10 @@ decides and leaves what the strategy changes. Over ``n`` paired seeds:
 - **wins / ties / losses**: a seed is a tie when ``|d_s| <= tolerance``
   (:data:`ACCURACY_TIE_TOLERANCE` = 0.05 accuracy points, :data:`ROUNDS_TIE_TOLERANCE`
   = 0 rounds), else a win or a loss by the measure's direction;
-- a **verdict** from the t interval: ``better`` or ``worse`` only when it excludes 0,
-  else ``no detectable difference (n seeds)``.
+- a **verdict** from the t interval: ``better`` or ``worse`` only when it excludes 0
+  and the mean difference is larger than a tie, else ``no detectable difference
+  (n seeds)``. (With two seeds whose differences are equal, e.g. one round each, the
+  t interval has zero width: such a verdict rests on two seeds agreeing exactly.)
 
 Plain NumPy/SciPy: no Flower, no plotting, no report layout.
 """
@@ -155,12 +157,14 @@ def compare_paired(differences: Sequence[float], *, tolerance: float,
     interval = t_interval(values)
     bootstrap = bootstrap_interval(values) if len(values) >= BOOTSTRAP_MIN_SEEDS else None
     wins, ties, losses = wins_ties_losses(values, tolerance, higher_is_better)
-    return {"n": len(values), "differences": values,
-            "mean": float(np.mean(values)) if values else None,
+    mean = float(np.mean(values)) if values else None
+    outcome = verdict(interval, len(values), higher_is_better)
+    if outcome in (BETTER, WORSE) and abs(mean) <= tolerance + 1e-12:
+        outcome = no_difference(len(values))  # a tie, however narrow the interval
+    return {"n": len(values), "differences": values, "mean": mean,
             "interval": interval.as_dict() if interval else None,
             "bootstrap": bootstrap.as_dict() if bootstrap else None,
-            "wins": wins, "ties": ties, "losses": losses,
-            "verdict": verdict(interval, len(values), higher_is_better)}
+            "wins": wins, "ties": ties, "losses": losses, "verdict": outcome}
 
 
 def detectable_rounds(per_round: dict[int, Sequence[float]],

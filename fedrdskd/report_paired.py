@@ -186,6 +186,8 @@ def compare_measure(pairs: Sequence[Pair], measure: dict[str, Any]) -> dict[str,
                       only_baseline_reached=only_theirs, neither_reached=neither)
         if not both and only_mine + only_theirs:
             result["verdict"] = ONE_SIDED_REACH
+        elif not both and neither:
+            result["verdict"] = f"neither reached it ({neither} of {len(values)} seeds)"
     else:
         result["missing"] = len(values) - len(both)
     return result

@@ -57,6 +57,10 @@ def test_verdicts_follow_the_interval_and_the_direction():
     fewer_rounds = compare_paired([-2.0, -3.0, -2.0], tolerance=0.0, higher_is_better=False)
     assert fewer_rounds["verdict"] == "better" and fewer_rounds["wins"] == 3
     assert verdict(None, 2) == "no detectable difference (2 seeds)"
+    # Both seeds 0.02 points worse: a zero-width interval below 0, but each seed a tie.
+    tie = compare_paired([-0.0002, -0.0002], tolerance=ACCURACY_TIE_TOLERANCE)
+    assert tie["interval"]["high"] < 0 and tie["ties"] == 2
+    assert tie["verdict"] == "no detectable difference (2 seeds)"
 
 
 def test_wins_ties_losses_with_the_tolerance():

@@ -42,7 +42,7 @@ def measure(strategy: dict, name: str, **match) -> dict:
 
 
 def test_three_seeds_by_hand(tmp_path, three_seeds):
-    report = report_of(tmp_path, three_seeds, targets=(0.66, 0.9), at_rounds=(1,))
+    report = report_of(tmp_path, three_seeds, targets=(0.66, 0.9, 0.99), at_rounds=(1,))
     paired = report["tables"][0]["paired"]
     assert paired["baseline"] == "fedavg" and paired["mean_to_round"] == 5
     (strategy,) = paired["strategies"]
@@ -73,6 +73,8 @@ def test_three_seeds_by_hand(tmp_path, three_seeds):
     assert (unreached["n"], unreached["losses"], unreached["only_baseline_reached"]) == (
         0, 3, 3)
     assert unreached["verdict"].startswith("no interval")
+    nobody = measure(strategy, "rounds_to_target", target=0.99)
+    assert (nobody["ties"], nobody["verdict"]) == (3, "neither reached it (3 of 3 seeds)")
     per_round = strategy["per_round"]
     assert (per_round["better"], per_round["worse"]) == ([1], [4, 5])
     assert per_round["text"] == "detectably better at round 1; detectably worse at rounds 4, 5"
