@@ -24,7 +24,7 @@ def test_the_documents_include_report_sections():
     assert all(block["fragment"].startswith("paired") for block in readme)
 
 
-@pytest.mark.parametrize("block", blocks())
+@pytest.mark.parametrize("block", list(blocks()))
 def test_each_block_equals_its_report_section(block):
     report = REPOSITORY / block["path"]
     assert report.exists(), f"{block['path']} does not exist: regenerate the reports"

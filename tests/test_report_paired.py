@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrdskd.report import DEFAULT_IGNORED_KEYS, ConfigMismatchError, StrategyRow, load_run
+from fedrdskd.report import (DEFAULT_IGNORED_KEYS, ConfigMismatchError, StrategyRow, load_run,
+                             main)
 from fedrdskd.report_paired import pair_runs
 from fedrdskd.report_sections import find_section
 from fake_results import report_of, write_run
@@ -157,8 +158,6 @@ def test_unseeded_runs_are_refused_by_name_and_the_report_is_still_written(tmp_p
 
 
 def test_a_table_of_unseeded_baseline_runs_only_says_why(tmp_path):
-    from fedrdskd.report import main
-
     root = tmp_path / "archive"
     for seed in (0, 1):
         write_run(root / f"avg{seed}", [0.5, 0.9], seed=seed,
@@ -172,8 +171,6 @@ def test_a_table_of_unseeded_baseline_runs_only_says_why(tmp_path):
 
 
 def test_baseline_shared_by_ablation_rows_must_name_the_label(tmp_path, caplog):
-    from fedrdskd.report import main
-
     root = tmp_path / "runs"
     write_run(root / "avg", [0.5, 0.9])
     for steps in (10, 20):
