@@ -20,6 +20,7 @@ from flwr.app import MessageType
 
 LABEL_COUNTS_KEY = "label-counts"
 NUM_EXAMPLES_KEY = "num-examples"
+TRAIN_SECONDS_KEY = "train-seconds"
 
 CANDIDATES_ACTION = "candidates"
 CANDIDATES_MESSAGE_TYPE = f"{MessageType.EVALUATE}.{CANDIDATES_ACTION}"

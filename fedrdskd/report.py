@@ -2,8 +2,9 @@
 
     fedrdskd-report multirun/2025-01-01/12-00-00 --out report --target-accuracy 0.95
 
-writes ``report.md``, ``report.json`` and two plots per table into ``--out``. Grouping
-rules (they keep a comparison fair):
+writes ``report.md``, ``report.json`` and three plots per table into ``--out``: the
+paired comparison with ``--baseline`` (default ``fedavg``) first. Grouping rules (they
+keep a comparison fair):
 
 1. Each ``results.json`` is a run; its config is flattened to dotted snake_case keys.
    :data:`DEFAULT_IGNORED_KEYS` (paths, hardware), ``--ignore-key`` keys and ``seed``
@@ -16,27 +17,31 @@ rules (they keep a comparison fair):
 3. A *row* is one value of ``strategy.*``; its runs differ only in the seed and are
    averaged (two with the same seed are refused). Rows sharing a strategy name (an
    ablation) are labelled with their differing options.
+4. A *pair* is a row's run and the ``--baseline`` row's run with the same seed; it is
+   checked by the same :func:`shared_settings` as a table, and runs whose client
+   sampling did not follow the seed are not paired (:mod:`fedrdskd.report_paired`).
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from logging import ERROR, INFO, WARNING
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.common import log
 
 DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
-    "output_dir", "data.root", "data.cache_dir", "data.download", "client.num_cpus",
-    "client.num_gpus", "server.device", "server.num_threads", "server.eval_batch_size",
-    "server.evaluate_ensemble", "server.ensemble_eval_samples", "server.save_client_models")
+    "output_dir", "resume_from", "data.root", "data.cache_dir", "data.download",
+    "client.num_cpus", "client.num_gpus", "server.device", "server.num_threads",
+    "server.eval_batch_size", "server.evaluate_ensemble", "server.ensemble_eval_samples",
+    "server.save_client_models")
 """Config keys that may differ between averaged or compared runs: where data and
-outputs live, and the hardware/threads used (measurement settings, not the method).
+outputs live, whether the run was resumed from a checkpoint (it continues the same
+experiment), and the hardware/threads used (measurement settings, not the method).
 A pattern also matches every key below it (``data`` matches ``data.root``);
 shell-style wildcards work (``server.*``)."""
 
@@ -117,7 +122,9 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     """All ``results.json`` files at or below ``paths`` (sorted, without repeats).
 
     A path may be a ``results.json`` file, a run folder, a Hydra multirun folder
-    (``multirun/<date>/<time>/<job>/results.json``) or any tree holding runs.
+    (``multirun/<date>/<time>/<job>/results.json``) or any tree holding runs. Paths
+    stay as given (relative ones relative), so reports name run dirs as the user
+    does; a file reached twice is listed once.
 
     Raises
     ------
@@ -125,18 +132,19 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
         If a path does not exist, or no ``results.json`` is found (naming the paths).
     """
     paths = [Path(path) for path in paths]
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"Run path '{path}' does not exist.")
         candidates = [path] if path.is_file() else sorted(path.rglob("results.json"))
-        found.update((candidate.resolve(), None) for candidate in candidates)
+        for candidate in candidates:
+            found.setdefault(candidate.resolve(), candidate)
     if not found:
         searched = ", ".join(f"'{path}'" for path in paths)
         raise FileNotFoundError(
             f"No results.json found at or below {searched}. Give run folders written "
             "by `fedrdskd` (or Hydra multirun folders holding them).")
-    return sorted(found)
+    return sorted(found.values())
 
 
 def load_run(results_path: Path) -> Run | None:
@@ -207,22 +215,55 @@ def _title(identity: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in identity.items())
 
 
-def _check_table(identity: dict[str, Any], runs: list[Run],
-                 ignore_keys: Sequence[str]) -> dict[str, Any]:
-    """Refuse a table whose runs differ outside ``strategy.*``; return the shared settings."""
+def shared_settings(runs: Sequence[Run], ignore_keys: Sequence[str], *, refusing: str,
+                    advice: str, leave_out: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings ``runs`` share outside ``strategy.*``, the seed and ``ignore_keys``.
+
+    The one check behind tables and pairs: runs compared with each other must agree
+    on everything but the seed and the strategy (partitions, sampling and the initial
+    model follow from the rest of the config and the seed).
+
+    Parameters
+    ----------
+    runs : Sequence[Run]
+        The runs to compare.
+    ignore_keys : Sequence[str]
+        Keys (or patterns, see :func:`matches`) allowed to differ.
+    refusing : str
+        What is refused, for the message (``"compare the runs of table [...]"``).
+    advice : str
+        What to do instead, appended to the message; ``{key}`` is replaced by the
+        first differing key.
+    leave_out : Iterable[str] (default: ())
+        Further keys not to compare (a table's identity keys).
+
+    Raises
+    ------
+    ConfigMismatchError
+        Naming each differing key with its values and run dirs.
+    """
+    leave_out = set(leave_out)
     configs = [{key: value for key, value in _comparable(run, ignore_keys).items()
-                if key not in identity and not key.startswith(STRATEGY_PREFIX)}
+                if key not in leave_out and not key.startswith(STRATEGY_PREFIX)}
                for run in runs]
     differing = _differences(configs)
     if differing:
         raise ConfigMismatchError(
-            f"Refusing to compare the runs of table [{_title(identity)}]: their configs "
-            "differ in more than the seed and the strategy:\n"
-            f"{_describe_mismatch(runs, configs, differing)}\n"
-            f"Pass --split-by {differing[0]} to make one table per value, or "
-            f"--ignore-key {differing[0]} if the difference does not matter "
-            f"(ignored by default: {', '.join(DEFAULT_IGNORED_KEYS)}).")
+            f"Refusing to {refusing}: their configs differ in more than the seed and "
+            f"the strategy:\n{_describe_mismatch(list(runs), configs, differing)}\n"
+            + advice.format(key=differing[0]))
     return configs[0]
+
+
+def _check_table(identity: dict[str, Any], runs: list[Run],
+                 ignore_keys: Sequence[str]) -> dict[str, Any]:
+    """Refuse a table whose runs differ outside ``strategy.*``; return the shared settings."""
+    return shared_settings(
+        runs, ignore_keys, refusing=f"compare the runs of table [{_title(identity)}]",
+        advice="Pass --split-by {key} to make one table per value, or --ignore-key "
+               "{key} if the difference does not matter (ignored by default: "
+               + ", ".join(DEFAULT_IGNORED_KEYS) + ").",
+        leave_out=identity)
 
 
 def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[StrategyRow]:
@@ -288,77 +329,15 @@ def group_runs(runs: Sequence[Run], *, ignore_keys: Sequence[str] = DEFAULT_IGNO
     return result
 
 
-def _parse_target(text: str) -> float | str:
-    if text.lower() == "fedavg":
-        return "fedavg"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"target accuracy '{text}' is neither a number nor 'fedavg'") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"target accuracy {value} is outside (0, 1]: give a fraction, e.g. 0.95")
-    return value
-
-
-def _parse_round(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"round '{text}' is not a positive integer")
-    return int(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``fedrdskd-report``."""
-    parser = argparse.ArgumentParser(
-        prog="fedrdskd-report",
-        description="Compare fedrdskd runs: Markdown/JSON tables and accuracy plots.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run folders, Hydra multirun folders or results.json files")
-    parser.add_argument("--out", default=".", type=Path,
-                        help="folder for report.md, report.json and the plots "
-                             "(default: the current directory)")
-    parser.add_argument("--target-accuracy", action="append", type=_parse_target,
-                        dest="targets", metavar="T",
-                        help="accuracy in (0, 1] to count rounds to, or 'fedavg' for the "
-                             "table's FedAvg final mean accuracy; repeatable "
-                             "(default: fedavg)")
-    parser.add_argument("--at-round", action="append", type=_parse_round, dest="at_rounds",
-                        metavar="R", help="report accuracy after round R; repeatable "
-                                          "(default: 5 and 10)")
-    parser.add_argument("--ignore-key", action="append", default=[], dest="ignore_keys",
-                        metavar="KEY", help="config key (or pattern) allowed to differ, "
-                                            "in addition to: "
-                                            + ", ".join(DEFAULT_IGNORED_KEYS))
-    parser.add_argument("--y-min", type=float, default=None, metavar="Y",
-                        help="lower end of the plots' accuracy axis, e.g. 0.9 to zoom in "
-                             "(default: automatic)")
-    parser.add_argument("--mean-to-round", type=_parse_round, default=None, metavar="N",
-                        help="also report the mean accuracy over rounds 1..N per seed "
-                             "(how fast accuracy comes, all along)")
-    parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
-                        help="config key whose values make separate tables")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedrdskd-report`` console script; returns the exit code."""
-    from fedrdskd.report_table import write_report
+    """Entry point of the ``fedrdskd-report`` console script; returns the exit code.
 
-    args = build_parser().parse_args(argv)
-    try:
-        runs = [run for run in map(load_run, find_results(args.run_dirs)) if run]
-        tables = group_runs(runs, ignore_keys=(*DEFAULT_IGNORED_KEYS, *args.ignore_keys),
-                            split_by=args.split_by)
-        written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
-                               at_rounds=args.at_rounds or [5, 10], y_min=args.y_min,
-                               mean_to_round=args.mean_to_round)
-    except (FileNotFoundError, ValueError) as error:
-        log(ERROR, "fedrdskd-report: %s", error)
-        return 2
-    for path in written:
-        log(INFO, "wrote %s", path)
-    return 0
+    The command line lives in :mod:`fedrdskd.report_cli` (imported here on call, so
+    that the console script's import path ``fedrdskd.report:main`` stays).
+    """
+    from fedrdskd.report_cli import run_report
+
+    return run_report(argv)
 
 
 if __name__ == "__main__":

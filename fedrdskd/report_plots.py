@@ -1,4 +1,5 @@
-"""Plots of ``fedrdskd-report``: accuracy vs round and vs wall-clock seconds per table.
+"""Plots of ``fedrdskd-report``: accuracy vs round and vs wall-clock seconds per table,
+and the paired per-round difference to the baseline.
 
 Each strategy is one solid line (mean over seeds) with a band from the minimum to the
 maximum over seeds; the class-weighted client ensemble, where recorded, is a dashed
@@ -96,3 +97,60 @@ def plot_table(table: dict[str, Any], stem: Path, heading: str,
         figure.savefig(paths[name], dpi=120)
         plt.close(figure)
     return paths
+
+
+def plot_paired(paired: dict[str, Any], path: Path, heading: str) -> Path | None:
+    """Paired per-round accuracy difference to the baseline, with its t interval band.
+
+    One line per strategy (mean over the paired seeds of ``strategy - baseline`` at each
+    round, in accuracy points), a band for the 95 % Student t interval where at least
+    two seeds are paired, and a zero line.
+
+    Parameters
+    ----------
+    paired : dict[str, Any]
+        The ``paired`` part of a summarised table
+        (:func:`fedrdskd.report_paired.summarise_paired`).
+    path : Path
+        The PNG to write.
+    heading : str
+        Plot title.
+
+    Returns
+    -------
+    Path | None
+        ``path``, or ``None`` (nothing written) when no strategy has a pair.
+    """
+    curves = [strategy for strategy in paired["strategies"]
+              if strategy["per_round"]["round"]]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    for index, strategy in enumerate(curves):
+        per_round, colour = strategy["per_round"], f"C{(index + 1) % 10}"
+        rounds = _array(per_round["round"])
+        axis.plot(rounds, 100 * _array(per_round["mean"]), color=colour, marker="o",
+                  markersize=2.5,
+                  label=f"{strategy['strategy']} (n={max(per_round['n'])})")
+        low, high = 100 * _array(per_round["low"]), 100 * _array(per_round["high"])
+        if np.isfinite(low).any():
+            axis.fill_between(rounds, low, high, color=colour, alpha=0.2, linewidth=0)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("round")
+    axis.set_ylabel(f"test accuracy − {paired['baseline']} (points)")
+    axis.set_title(f"{heading}\npaired by seed, difference to {paired['baseline']}; band: "
+                   "95 % Student t interval over seeds", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

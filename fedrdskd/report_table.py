@@ -1,4 +1,4 @@
-"""The numbers of ``fedrdskd-report``: per-strategy statistics over seeds, Markdown, JSON.
+"""The numbers of ``fedrdskd-report``: per-strategy statistics over seeds, and the writer.
 
 Conventions (also stated in ``report.md``): accuracies are test accuracies of the
 global model; "mean ± std" is over seeds with the sample standard deviation
@@ -10,85 +10,20 @@ first round whose accuracy is >= the target, averaged over the seeds that reache
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Sequence
 from logging import WARNING
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.common import log
 
-from fedrdskd.report import Run, StrategyRow, Table
-
-ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
-                 "logits": "ensemble_accuracy_class_weighted"}
-MAIN_PARTITION_PARAMETER = {"dirichlet": "partition.alpha",
-                            "pathological": "partition.classes_per_client"}
-HEADLINE_SETTINGS = ("model.name", "num_clients", "fraction_train", "local_epochs",
-                     "num_rounds", "batch_size", "lr")
-NOTE = (
-    "Accuracy: test accuracy of the global model in %, mean ± sample std (ddof=1) over "
-    "seeds. Rounds / seconds to a target: first round with accuracy >= target, mean over "
-    "the seeds that reached it (reached/seeds in parentheses). Client ensemble: the "
-    "class-weighted ensemble of the last round's client models (members' logits or "
-    "probabilities combined, as each table says), where "
-    "recorded. Times (total, per round, to target) are the runs' own recorded timings "
-    "(round time without the centralised evaluation and ensemble diagnostics), not "
-    "re-measured here: compare them only between runs made on the same machine and load.")
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or ``None`` for missing/null/NaN values."""
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def describe(values: Sequence[Any]) -> dict[str, Any]:
-    """``{"mean", "std", "n", "values"}`` over the finite values (std with ddof=1)."""
-    present = [number for number in map(_number, values) if number is not None]
-    return {"mean": float(np.mean(present)) if present else None,
-            "std": float(np.std(present, ddof=1)) if len(present) > 1 else None,
-            "n": len(present), "values": [_number(value) for value in values]}
-
-
-def _at_round(run: Run, server_round: int, key: str = "test_accuracy") -> Any:
-    return next((row.get(key) for row in run.rounds if row["round"] == server_round), None)
-
-
-def _first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
-    for row in run.rounds:
-        accuracy = _number(row.get("test_accuracy"))
-        if accuracy is not None and accuracy >= target:
-            return row["round"], row.get("elapsed_seconds")
-    return None
-
-
-def _mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
-    """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
-    accuracies = [_number(_at_round(run, server_round))
-                  for server_round in range(1, last_round + 1)]
-    if any(accuracy is None for accuracy in accuracies):
-        return None
-    return float(np.mean(accuracies))
-
-
-def _best_accuracy(run: Run) -> float | None:
-    accuracies = [_number(row.get("test_accuracy")) for row in run.rounds]
-    return max((accuracy for accuracy in accuracies if accuracy is not None), default=None)
-
-
-def _total_seconds(run: Run) -> Any:
-    total = run.summary.get("total_seconds")
-    return total if total is not None else run.rounds[-1].get("elapsed_seconds")
-
-
-def _server_seconds_per_round(run: Run) -> float | None:
-    return describe([row["server_seconds"] for row in run.rounds
-                     if "server_seconds" in row])["mean"]
+from fedrdskd.report import DEFAULT_IGNORED_KEYS, Run, StrategyRow, Table
+from fedrdskd.report_cost import summarise_cost, summarise_gain
+from fedrdskd.report_measures import (ENSEMBLE_KEYS, at_round, best_accuracy, describe,
+                                      first_reaching, mean_accuracy_to_round, number,
+                                      server_seconds_per_round, total_seconds)
+from fedrdskd.report_paired import DEFAULT_BASELINE, summarise_paired
+from fedrdskd.report_render import NOTE, render_table, slug, table_labels, title
 
 
 def ensemble_combination(runs: Sequence[Run]) -> str:
@@ -116,7 +51,7 @@ def mean_curve(runs: Sequence[Run],
 
     def add(server_round: int, accuracies: list[Any], elapsed: list[Any],
             ensemble: list[Any]) -> None:
-        finite = [a for a in map(_number, accuracies) if a is not None]
+        finite = [a for a in map(number, accuracies) if a is not None]
         columns["round"].append(server_round)
         columns["accuracy_mean"].append(describe(accuracies)["mean"])
         columns["accuracy_min"].append(min(finite) if finite else None)
@@ -125,12 +60,12 @@ def mean_curve(runs: Sequence[Run],
         columns["ensemble_accuracy_mean"].append(describe(ensemble)["mean"])
 
     initial = [run.summary.get("initial_test_accuracy") for run in runs]
-    if all(_number(value) is not None for value in initial):
+    if all(number(value) is not None for value in initial):
         add(0, initial, [0.0] * len(runs), [])
     for server_round in common:
-        add(server_round, [_at_round(run, server_round) for run in runs],
-            [_at_round(run, server_round, "elapsed_seconds") for run in runs],
-            [_at_round(run, server_round, ensemble_key) for run in runs])
+        add(server_round, [at_round(run, server_round) for run in runs],
+            [at_round(run, server_round, "elapsed_seconds") for run in runs],
+            [at_round(run, server_round, ensemble_key) for run in runs])
     return columns
 
 
@@ -150,26 +85,26 @@ def summarise_row(row: StrategyRow, at_rounds: Sequence[int],
         "num_seeds": len(runs), "seeds": [run.seed for run in runs],
         "run_dirs": [str(run.run_dir) for run in runs],
         "final_test_accuracy": describe([run.rounds[-1].get("test_accuracy") for run in runs]),
-        "best_test_accuracy": describe([_best_accuracy(run) for run in runs]),
-        "accuracy_at_round": {str(server_round): describe([_at_round(run, server_round)
+        "best_test_accuracy": describe([best_accuracy(run) for run in runs]),
+        "accuracy_at_round": {str(server_round): describe([at_round(run, server_round)
                                                            for run in runs])
                               for server_round in at_rounds},
         "final_ensemble_accuracy": describe([run.rounds[-1].get(ensemble_key)
                                              for run in runs]),
-        "total_seconds": describe([_total_seconds(run) for run in runs]),
-        "server_seconds_per_round": describe([_server_seconds_per_round(run)
+        "total_seconds": describe([total_seconds(run) for run in runs]),
+        "server_seconds_per_round": describe([server_seconds_per_round(run)
                                               for run in runs]),
         "curve": mean_curve(runs, ensemble_key),
     }
     if mean_to_round is not None:
         summary["mean_accuracy_to_round"] = describe(
-            [_mean_accuracy_to_round(run, mean_to_round) for run in runs])
+            [mean_accuracy_to_round(run, mean_to_round) for run in runs])
     return summary
 
 
 def reach_target(runs: Sequence[Run], target: float) -> dict[str, Any]:
     """Rounds and seconds to ``target`` over the seeds that reached it."""
-    reached = [hit for hit in (_first_reaching(run, target) for run in runs) if hit]
+    reached = [hit for hit in (first_reaching(run, target) for run in runs) if hit]
     return {"reached": len(reached), "num_seeds": len(runs),
             "rounds": describe([server_round for server_round, _ in reached]),
             "seconds": describe([seconds for _, seconds in reached])}
@@ -193,12 +128,16 @@ def resolve_targets(targets: Sequence[float | str],
 
 
 def summarise_table(table: Table, *, targets: Sequence[float | str],
-                    at_rounds: Sequence[int],
-                    mean_to_round: int | None = None) -> dict[str, Any]:
+                    at_rounds: Sequence[int], mean_to_round: int | None = None,
+                    baseline: str = DEFAULT_BASELINE,
+                    ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS,
+                    heading: str = "") -> dict[str, Any]:
     """All numbers of one table, JSON-ready (plot paths are added by the writer).
 
     ``at_rounds`` beyond the last round any run of the table recorded are left out;
-    ``mean_to_round`` is cut to that last round.
+    ``mean_to_round`` is cut to that last round. The paired comparison with
+    ``baseline`` (:mod:`fedrdskd.report_paired`) uses ``mean_to_round``, or all rounds
+    when it is ``None``.
     """
     last = max(run.rounds[-1]["round"] for row in table.rows for run in row.runs)
     at_rounds = [server_round for server_round in at_rounds if server_round <= last]
@@ -214,114 +153,26 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
     for summary, row in zip(rows, table.rows):
         summary["targets"] = [{**target, **reach_target(row.runs, target["target"])}
                               for target in resolved]
-    return {"identity": table.identity, "settings": table.settings,
+    cost = summarise_cost(table.rows)
+    paired = summarise_paired(
+        table, heading or str(table.identity), baseline=baseline, ignore_keys=ignore_keys,
+        mean_to_round=mean_to_round or last, at_rounds=at_rounds, targets=resolved,
+        compute_span=cost["compute_span_seconds"])
+    return {"identity": table.identity, "settings": table.settings, "paired": paired,
             "targets": resolved, "at_rounds": list(at_rounds),
             "mean_to_round": mean_to_round, "ensemble_combination": combination,
-            "rows": rows}
-
-
-def table_labels(tables: Sequence[Table]) -> list[list[tuple[str, Any]]]:
-    """What tells each table apart: dataset, partition, its main parameter, and every
-    other identity key whose value is not the same in all tables."""
-    keys = sorted(set().union(*(table.identity for table in tables)))
-    varying = [key for key in keys if len({json.dumps(table.identity.get(key))
-                                            for table in tables}) > 1]
-    labels = []
-    for table in tables:
-        scheme = table.identity.get("partition.name")
-        chosen = ["dataset.name", "partition.name", MAIN_PARTITION_PARAMETER.get(scheme, "")]
-        chosen += [key for key in varying if key not in chosen]
-        labels.append([(key, table.identity[key]) for key in chosen if key in table.identity])
-    return labels
-
-
-def slug(label: list[tuple[str, Any]]) -> str:
-    """File-name stem from a table label: ``mnist-dirichlet-alpha0.1``."""
-    parts = [str(value) if key.endswith(".name") else f"{key.split('.')[-1]}{value}"
-             for key, value in label]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
-
-
-def title(label: list[tuple[str, Any]]) -> str:
-    """Heading from a table label: ``mnist · dirichlet · alpha=0.1``."""
-    return " · ".join(str(value) if key.endswith(".name") else
-                      f"{key.split('.')[-1]}={value}" for key, value in label)
-
-
-def _stat(stat: dict[str, Any], num_seeds: int, scale: float = 100.0,
-          digits: int = 2) -> str:
-    """``"98.12 ± 0.05"``; ``"—"`` if unrecorded; ``"(n/seeds)"`` if partly recorded."""
-    if stat["mean"] is None:
-        return "—"
-    text = f"{scale * stat['mean']:.{digits}f}"
-    if stat["std"] is not None:
-        text += f" ± {scale * stat['std']:.{digits}f}"
-    return text + (f" ({stat['n']}/{num_seeds})" if stat["n"] < num_seeds else "")
-
-
-def _target_cells(entry: dict[str, Any]) -> list[str]:
-    counted = f"({entry['reached']}/{entry['num_seeds']})"
-    if not entry["reached"]:
-        return [f"not reached {counted}", "—"]
-    rounds = f"{entry['rounds']['mean']:.1f}".removesuffix(".0")
-    return [f"{rounds} {counted}", _stat(entry["seconds"], entry["reached"], 1.0, 0)]
-
-
-def _seeds_text(table: dict[str, Any]) -> str:
-    """``"seeds 0, 1"``, or each row's seeds when the rows do not share them."""
-    per_row = {row["strategy"]: ", ".join(str(seed) for seed in sorted(
-        row["seeds"], key=lambda seed: str(seed).zfill(12))) for row in table["rows"]}
-    if len(set(per_row.values())) == 1:
-        return f"seeds {next(iter(per_row.values()))}"
-    return ("rows ran different seeds (partitions and initial models differ, so the rows "
-            "are not paired): " + "; ".join(f"{name} {seeds}"
-                                             for name, seeds in per_row.items()))
-
-
-def render_table(table: dict[str, Any]) -> list[str]:
-    """Markdown lines of one summarised table (heading, settings, table, plots)."""
-    settings = ", ".join(f"{key.removesuffix('.name')}={table['settings'][key]}"
-                         for key in HEADLINE_SETTINGS if key in table["settings"])
-    header = ["strategy", "seeds", "final acc. %", "best acc. %",
-              *(f"acc. @{r} %" for r in table["at_rounds"]),
-              *([f"mean acc. r1-{table['mean_to_round']} %"] if table["mean_to_round"] else []),
-              "client ensemble final %",
-              *(cell for target in table["targets"]
-                for cell in (f"rounds to {target['label']}", f"s to {target['label']}")),
-              "total s", "server s/round"]
-    lines = [f"## {table['title']}", "", f"Settings: {settings}; {_seeds_text(table)}. "
-             f"Client ensemble: members' {table['ensemble_combination']} combined.",
-             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in table["rows"]:
-        seeds_count = row["num_seeds"]
-        cells = [row["strategy"], str(seeds_count),
-                 _stat(row["final_test_accuracy"], seeds_count),
-                 _stat(row["best_test_accuracy"], seeds_count),
-                 *(_stat(row["accuracy_at_round"][str(r)], seeds_count)
-                   for r in table["at_rounds"]),
-                 *([_stat(row["mean_accuracy_to_round"], seeds_count)]
-                   if table["mean_to_round"] else []),
-                 _stat(row["final_ensemble_accuracy"], seeds_count),
-                 *(cell for entry in row["targets"] for cell in _target_cells(entry)),
-                 _stat(row["total_seconds"], seeds_count, 1.0, 0),
-                 _stat(row["server_seconds_per_round"], seeds_count, 1.0, 2)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    for row in table["rows"]:
-        options = {k: v for k, v in row["options"].items() if k != "name"}
-        if options:
-            lines.append(f"- {row['strategy']}: " + ", ".join(
-                f"{key}={value}" for key, value in sorted(options.items())))
-    plots = table.get("plots", {})
-    lines += ["", " ".join(f"![accuracy vs {name}]({path})" for name, path in plots.items()),
-              ""]
-    return lines
+            "rows": rows, "cost": cost, "distillation_gain": summarise_gain(table.rows)}
 
 
 def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[float | str],
                  at_rounds: Sequence[int], y_min: float | None = None,
-                 mean_to_round: int | None = None) -> list[Path]:
-    """Write ``report.md``, ``report.json`` and two plots per table into ``out_dir``.
+                 mean_to_round: int | None = None, baseline: str = DEFAULT_BASELINE,
+                 ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS) -> list[Path]:
+    """Write ``report.md``, ``report.json`` and the plots of each table into ``out_dir``.
+
+    Per table: the paired comparison with ``baseline`` first (and its plot of the
+    per-round difference), then the table over seeds with accuracy per round and per
+    second, the cost and, where recorded, the distillation gain.
 
     Parameters
     ----------
@@ -337,14 +188,20 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
         Lower end of the plots' accuracy axis (``None``: matplotlib's choice).
     mean_to_round : int | None (default: None)
         Also report each strategy's mean accuracy over rounds 1..N (N cut to the
-        table's last round); ``None``: no such column.
+        table's last round); ``None``: no such column (the paired comparison then
+        takes the mean over all rounds).
+    baseline : str (default: "fedavg")
+        The row every other row is paired with: a strategy name, or a row's exact
+        label when several rows share the name.
+    ignore_keys : Sequence[str] (default: DEFAULT_IGNORED_KEYS)
+        Keys allowed to differ within a pair (as within a table).
 
     Returns
     -------
     list[Path]
         The files written.
     """
-    from fedrdskd.report_plots import plot_table
+    from fedrdskd.report_plots import plot_paired, plot_table
 
     if y_min is not None and not 0.0 <= y_min < 1.0:
         raise ValueError(f"y_min={y_min} is outside [0, 1): give the accuracy (a fraction) "
@@ -353,11 +210,16 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries, written = [], []
     for table, label in zip(tables, table_labels(tables)):
-        summary = summarise_table(table, targets=targets, at_rounds=at_rounds,
-                                  mean_to_round=mean_to_round)
-        summary.update(id=slug(label), title=title(label))
+        summary = {"id": slug(label), "title": title(label)}
+        summary.update(summarise_table(table, targets=targets, at_rounds=at_rounds,
+                                       mean_to_round=mean_to_round, baseline=baseline,
+                                       ignore_keys=ignore_keys, heading=summary["title"]))
         plots = plot_table(summary, out_dir / summary["id"], summary["title"],
                            y_min=y_min)
+        paired_plot = plot_paired(summary["paired"], out_dir / f"{summary['id']}-paired.png",
+                                  summary["title"])
+        if paired_plot is not None:
+            plots["paired"] = paired_plot
         summary["plots"] = {name: path.name for name, path in plots.items()}
         summaries.append(summary)
         written += plots.values()

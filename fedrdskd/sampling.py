@@ -12,6 +12,10 @@ a :class:`PartitionOrderedGrid` that lists node ids in partition order, and re-s
 ``random`` from ``(seed, round)`` right before each round's sampling
 (:func:`seed_round_sampling`). Nodes that do not answer the query (another ClientApp)
 are listed after the known ones, by node id, with a warning.
+
+Whether that worked goes into ``results.json`` as ``summary.sampling``
+(:meth:`PartitionOrderedGrid.sampling_record`): ``{"seeded", "nodes_reported",
+"nodes"}``; ``fedrdskd-report`` pairs only runs whose sampling was seeded.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from flwr.serverapp import Grid
 
 NODE_INFO_KEY = "node-info"
 PARTITION_ID_KEY = "partition-id"
+SAMPLING_SUMMARY_KEY = "sampling"
+"""Key of the sampling record in ``results.json``'s ``summary``."""
 
 
 def partition_query_reply(message: Message, partition_id: int) -> Message:
@@ -71,12 +77,32 @@ class PartitionOrderedGrid:
         The real grid.
     partitions : Mapping[int, int]
         ``node id -> partition id`` (from :func:`query_partition_ids`).
+    queried : Iterable[int] | None (default: None)
+        The node ids that were asked (default: those in ``partitions``), for
+        :meth:`sampling_record`.
     """
 
-    def __init__(self, grid: Grid, partitions: Mapping[int, int]) -> None:
+    def __init__(self, grid: Grid, partitions: Mapping[int, int],
+                 queried: Iterable[int] | None = None) -> None:
         self._grid = grid
         self.partitions = dict(partitions)
+        self.queried = set(self.partitions if queried is None else queried)
         self._warned: set[int] = set()
+
+    def sampling_record(self) -> dict[str, Any]:
+        """Whether client sampling followed the seed, for ``summary.sampling``.
+
+        Returns
+        -------
+        dict[str, Any]
+            ``nodes``: the nodes asked for their partition id plus any node listed
+            later without one; ``nodes_reported``: those that answered; ``seeded``:
+            every node answered (so sampling, in partition order, followed the seed).
+        """
+        nodes = len(self.queried | self._warned)
+        reported = len(self.partitions)
+        return {"seeded": nodes > 0 and reported >= nodes, "nodes_reported": reported,
+                "nodes": nodes}
 
     def get_node_ids(self) -> list[int]:
         """Connected node ids, sorted by partition id (unknown nodes last, by id)."""

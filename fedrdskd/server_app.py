@@ -33,9 +33,10 @@ from fedrdskd.data import ImageDataset, dataset_info, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig, experiment_from_run_config
 from fedrdskd.models import build_model
-from fedrdskd.sampling import PartitionOrderedGrid, query_partition_ids, seed_round_sampling
-from fedrdskd.results import RoundRecorder, plot_accuracy, round_rows, summarise
-from fedrdskd.results import write_results
+from fedrdskd.results import (RoundRecorder, plot_accuracy, round_rows, summarise,
+                              write_results)
+from fedrdskd.sampling import (SAMPLING_SUMMARY_KEY, PartitionOrderedGrid,
+                               query_partition_ids, seed_round_sampling)
 from fedrdskd.strategies.registry import build_strategy
 
 
@@ -182,10 +183,21 @@ def run_rounds(strategy: Strategy, grid: Grid, arrays: ArrayRecord, plan: RoundP
 
 
 def partition_ordered(grid: Grid, timeout: float) -> PartitionOrderedGrid:
-    """The grid with node ids in partition order, so sampling follows the seed."""
-    partitions = query_partition_ids(grid, grid.get_node_ids(), timeout=timeout)
+    """The grid with node ids in partition order, so sampling follows the seed.
+
+    The log line "N nodes reported their partition id." is what
+    ``scripts/backfill_sampling.py`` reads from runs recorded before
+    ``summary.sampling`` existed: keep its wording.
+    """
+    node_ids = list(grid.get_node_ids())
+    partitions = query_partition_ids(grid, node_ids, timeout=timeout)
     log(INFO, "%d nodes reported their partition id.", len(partitions))
-    return PartitionOrderedGrid(grid, partitions)
+    if len(partitions) < len(node_ids):
+        log(WARNING, "%d of %d nodes did not report a partition id: client sampling "
+            "does not follow the seed (summary.sampling.seeded = false), so "
+            "fedrdskd-report will not pair this run with others.",
+            len(node_ids) - len(partitions), len(node_ids))
+    return PartitionOrderedGrid(grid, partitions, queried=node_ids)
 
 
 def wait_for_nodes(grid: Grid, wanted: int, needed: int, timeout: float) -> None:
@@ -284,7 +296,10 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     Returns
     -------
     dict
-        The run's summary (final/best accuracy, total seconds).
+        The run's summary (final/best accuracy, total seconds, and ``sampling``:
+        whether client sampling followed the seed, see
+        :meth:`~fedrdskd.sampling.PartitionOrderedGrid.sampling_record`; after a
+        resume it describes the resumed part).
     """
     torch.set_num_threads(experiment.server.num_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -312,6 +327,7 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     rows = round_rows(run.recorder, run.history)
     summary = summarise(run.recorder, rows)
     summary["wall_seconds_including_evaluation"] = time.perf_counter() - started
+    summary[SAMPLING_SUMMARY_KEY] = ordered_grid.sampling_record()
     config = {**experiment.resolved, "output_dir": str(output_dir)}
     write_results(output_dir / "results.json", config, rows, summary)
     torch.save(final.to_torch_state_dict(), output_dir / "final_model.pt")

@@ -31,11 +31,15 @@ def tiny_model(seed: int) -> TinyNet:
 
 def train_reply(state_dict: dict, *, node_id: int, num_examples: int,
                 label_counts: list[int] | None = None, train_loss: float = 1.0,
-                server_round: int = 1) -> Message:
-    """A training reply as a ClientApp of this project sends it."""
+                server_round: int = 1, train_seconds: float | None = None) -> Message:
+    """A training reply as a ClientApp of this project sends it (``train_seconds``:
+    its ``train-seconds`` metric, left out when ``None``)."""
+    metrics = {"train-loss": train_loss, "num-examples": num_examples}
+    if train_seconds is not None:
+        metrics["train-seconds"] = train_seconds
     content = RecordDict({
         "arrays": ArrayRecord({k: v.detach().clone() for k, v in state_dict.items()}),
-        "metrics": MetricRecord({"train-loss": train_loss, "num-examples": num_examples}),
+        "metrics": MetricRecord(metrics),
     })
     if label_counts is not None:
         content["label-counts"] = ConfigRecord({"label-counts": list(label_counts)})

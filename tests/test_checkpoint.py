@@ -199,6 +199,7 @@ def test_resume_gives_the_uninterrupted_results(tmp_path, fake_mnist_root):
         expected = [row[key] for row in full["rounds"]]
         assert [row[key] for row in resumed["rounds"]] == pytest.approx(expected), key
     assert [row["num_sampled"] for row in full["rounds"]] == [2, 2, 2]
+    assert full["summary"]["sampling"] == {"seeded": True, "nodes_reported": 4, "nodes": 4}
     full_model, resumed_model = final_model(tmp_path / "full"), final_model(
         tmp_path / "resumed")
     assert full_model.keys() == resumed_model.keys()
@@ -241,6 +242,9 @@ def test_round_with_missing_replies_proceeds_and_counts_them(tmp_path, fake_mnis
     results = run(experiment, tmp_path / "run", silent=frozenset({0}))
     (row,) = results["rounds"]
     assert (row["num_sampled"], row["num_answered"], row["num_replies"]) == (3, 2, 2)
+    # node 0 did not answer the partition-id query either: sampling was not seeded
+    assert results["summary"]["sampling"] == {"seeded": False, "nodes_reported": 2,
+                                              "nodes": 3}
     checkpoint, _ = load_checkpoint(tmp_path / "run")
     assert row["test_loss"] != checkpoint.recorder["evaluations"][0]["test_loss"]
     assert checkpoint.round == 1

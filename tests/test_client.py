@@ -17,7 +17,7 @@ from fedrdskd.clients.client_app import build_client_app, client_data
 from fedrdskd.clients.training import evaluate, proximal_term, train
 from fedrdskd.experiment import ClientSettings, DataSettings, PartitionSettings
 from fedrdskd.models import build_model
-from fedrdskd.strategies.replies import LABEL_COUNTS_KEY
+from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
 
 NUM_PARTITIONS = 2
 
@@ -99,6 +99,7 @@ def test_reply_carries_num_examples_train_loss_and_label_counts(settings):
     assert isinstance(metrics, MetricRecord)
     assert metrics["num-examples"] == len(data.train) == 270  # 300 images, 10% test
     assert 0.0 < metrics["train-loss"] < 2.5  # ln(10) = 2.30 at chance, falling
+    assert 0.0 < metrics[TRAIN_SECONDS_KEY] < 600  # the client's own training time
     counts = reply.content[LABEL_COUNTS_KEY]
     assert isinstance(counts, ConfigRecord)
     assert counts[LABEL_COUNTS_KEY] == [int(n) for n in data.label_counts]

@@ -9,61 +9,9 @@ from typing import Any
 
 import pytest
 
-from fedrdskd.report import (ConfigMismatchError, find_results, group_runs, load_run,
-                             main)
+from fedrdskd.report import ConfigMismatchError, find_results, main
 from fedrdskd.report_table import write_report
-
-
-def write_run(run_dir: Path, accuracies: list[float], *, strategy: str = "fedavg",
-              seed: int = 0, round_seconds: float = 10.0, server_seconds: float | None = 1.0,
-              ensemble: list[float] | None = None, strategy_options: dict | None = None,
-              ensemble_key: str = "ensemble_accuracy_class_weighted",
-              **config_overrides: Any) -> Path:
-    """Write a results.json like the one every run writes; return its folder."""
-    config: dict[str, Any] = {
-        "dataset": {"name": "mnist"},
-        "partition": {"name": "dirichlet", "alpha": 0.1, "min_partition_size": 10},
-        "model": {"name": "lenet5"},
-        "strategy": {"name": strategy, **(strategy_options or {})},
-        "num_rounds": len(accuracies), "num_clients": 20, "fraction_train": 0.5,
-        "local_epochs": 1, "batch_size": 32, "lr": 0.01, "seed": seed,
-        "data": {"root": f"/data/{seed}"}, "client": {"num_cpus": 1},
-        "server": {"device": "cpu"}, "output_dir": str(run_dir),
-    }
-    for key, value in config_overrides.items():
-        section, _, name = key.partition("__")
-        if name:
-            config[section][name] = value
-        else:
-            config[section] = value
-    rounds = []
-    for index, accuracy in enumerate(accuracies):
-        row = {"round": index + 1, "test_accuracy": accuracy, "test_loss": 1.0,
-               "round_seconds": round_seconds, "elapsed_seconds": round_seconds * (index + 1)}
-        if server_seconds is not None:
-            row["server_seconds"] = server_seconds
-        if ensemble is not None:
-            row[ensemble_key] = ensemble[index]
-        rounds.append(row)
-    summary = {"initial_test_accuracy": 0.1, "final_test_accuracy": accuracies[-1],
-               "best_test_accuracy": max(accuracies),
-               "total_seconds": round_seconds * len(accuracies)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(
-        {"config": config, "rounds": rounds, "summary": summary}))
-    return run_dir
-
-
-def tables_of(*paths: Path, **grouping: Any):
-    runs = [load_run(path) for path in find_results(paths)]
-    return group_runs(runs, **grouping)
-
-
-def report_of(tmp_path: Path, *paths: Path, targets=("fedavg",), at_rounds=(2,),
-              **grouping: Any) -> dict[str, Any]:
-    out = tmp_path / "out"
-    write_report(tables_of(*paths, **grouping), out, targets=targets, at_rounds=at_rounds)
-    return json.loads((out / "report.json").read_text())
+from fake_results import main_table, report_of, tables_of, write_run
 
 
 @pytest.fixture
@@ -220,7 +168,8 @@ def test_cli_writes_report_json_markdown_and_plots(tmp_path, two_strategies):
     report = json.loads((out / "report.json").read_text())
     (table,) = report["tables"]
     assert table["plots"] == {"rounds": "mnist-dirichlet-alpha0.1-rounds.png",
-                              "time": "mnist-dirichlet-alpha0.1-time.png"}
+                              "time": "mnist-dirichlet-alpha0.1-time.png",
+                              "paired": "mnist-dirichlet-alpha0.1-paired.png"}
     for name in table["plots"].values():
         assert (out / name).stat().st_size > 1000
         assert f"]({name})" in (out / "report.md").read_text()
@@ -240,7 +189,7 @@ def test_mean_accuracy_to_round_averages_each_seed_then_over_seeds(tmp_path,
     assert avg["mean_accuracy_to_round"]["std"] == pytest.approx(0.0)
     assert kd["mean_accuracy_to_round"]["values"] == pytest.approx([0.8, 0.915])
     markdown = (out / "report.md").read_text()
-    assert "| mean acc. r1-2 % |" in markdown
+    assert "| mean acc. r1-2 % |" in main_table(out / "report.md")
     assert "| fedavg | 2 | 92.50 ± 3.54 | 92.50 ± 3.54 | 65.00 ± 0.00 | — |" in markdown
     # N beyond the last round is cut to it; without the option there is no column.
     assert main([str(two_strategies), "--out", str(out), "--mean-to-round", "50"]) == 0
@@ -250,7 +199,7 @@ def test_mean_accuracy_to_round_averages_each_seed_then_over_seeds(tmp_path,
         [(0.5 + 0.8 + 0.9) / 3, (0.6 + 0.7 + 0.95) / 3])
     report = report_of(tmp_path, two_strategies)
     assert "mean_accuracy_to_round" not in report["tables"][0]["rows"][0]
-    assert "mean acc." not in (tmp_path / "out" / "report.md").read_text()
+    assert "mean acc. r1-" not in main_table(tmp_path / "out" / "report.md")
 
 
 def test_probability_ensemble_is_shown_when_every_run_of_the_table_has_it(tmp_path):
@@ -321,3 +270,11 @@ def test_y_min_zooms_plots_and_is_checked(tmp_path, two_strategies):
     with pytest.raises(ValueError, match="y_min=95.0 is outside"):
         write_report(tables_of(two_strategies), tmp_path / "bad", targets=[], at_rounds=[],
                      y_min=95.0)
+
+
+def test_run_dirs_are_named_as_given_and_resumed_runs_compare(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(Path("runs") / "a", [0.5, 0.9], seed=0)
+    write_run(Path("runs") / "b", [0.6, 0.9], seed=1, resume_from="runs/b")
+    (table,) = tables_of(Path("runs"))
+    assert [str(run.run_dir) for run in table.rows[0].runs] == ["runs/a", "runs/b"]

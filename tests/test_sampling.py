@@ -91,3 +91,21 @@ def test_replies_are_put_in_partition_order():
     replies = grid.send_and_receive(queries)
     in_order = ordered.in_partition_order(replies)
     assert [r.metadata.src_node_id for r in in_order] == grid.node_ids
+
+
+def test_sampling_record_says_whether_every_node_reported():
+    grid = ShuffledGrid(4, seed=5)
+    queried = grid.get_node_ids()
+    ordered = PartitionOrderedGrid(grid, query_partition_ids(grid, queried, 5), queried)
+    assert ordered.sampling_record() == {"seeded": True, "nodes_reported": 4, "nodes": 4}
+    silent = ShuffledGrid(4, seed=5, answering=3)
+    queried = silent.get_node_ids()
+    ordered = PartitionOrderedGrid(silent, query_partition_ids(silent, queried, 5), queried)
+    assert ordered.sampling_record() == {"seeded": False, "nodes_reported": 3, "nodes": 4}
+    # a node that joins after the query, without a partition id, also unseeds sampling
+    late = ShuffledGrid(4, seed=6)
+    known = dict(list(late.partition_of.items())[:3])
+    ordered = PartitionOrderedGrid(late, known, queried=list(known))
+    assert ordered.sampling_record()["seeded"]
+    ordered.get_node_ids()
+    assert ordered.sampling_record() == {"seeded": False, "nodes_reported": 3, "nodes": 4}

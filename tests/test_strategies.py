@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
 
 from fedrdskd.strategies import FedRDSKD
+from fedrdskd.strategies.client_ensemble import client_train_seconds
 from fedrdskd.strategies.distillation import member_weights
 from fedrdskd.strategies.registry import build_strategy, strategy_class
 from fedrdskd.strategies.replies import screen_replies
@@ -326,6 +327,30 @@ def test_diagnostic_receives_the_aggregate_before_distillation():
     (aggregate,) = seen
     assert_same_arrays(aggregate, plain)  # FedAvg's aggregate, exactly
     assert arrays_differ(aggregate, distilled)
+
+
+def test_client_train_seconds_sum_and_max_over_valid_replies():
+    states = client_states(4)
+    states[3]["fc.bias"][0] = float("nan")  # excluded: its 100 s must not count
+    replies = [train_reply(state, node_id=index + 1, num_examples=10,
+                           train_seconds=seconds)
+               for index, (state, seconds) in enumerate(zip(states, (2.0, 1.5, 5.0, 100.0)))]
+    monitored = build_strategy("fedavg", {}, model_fn=TinyNet, num_classes=NUM_CLASSES,
+                               input_shape=INPUT_SHAPE, device="cpu", seed=0)
+    _, metrics = run_round(monitored, replies)
+    assert metrics["num-replies"] == 3
+    assert metrics["client-train-seconds-sum"] == pytest.approx(8.5)
+    assert metrics["client-train-seconds-max"] == pytest.approx(5.0)
+    # Clients that do not time themselves (another ClientApp): no such metrics.
+    _, silent = run_round(monitored, make_replies(client_states()))
+    assert "client-train-seconds-sum" not in silent
+    assert "client-train-seconds-max" not in silent
+    # Members without a time are left out of the sum and max, not counted as 0.
+    shapes = {k: tuple(v.shape) for k, v in TinyNet().state_dict().items()}
+    _, members = screen_replies(1, replies[:3], shapes, "num-examples", NUM_CLASSES)
+    members[2].train_seconds = None
+    assert client_train_seconds(members) == {"client-train-seconds-sum": 3.5,
+                                             "client-train-seconds-max": 2.0}
 
 
 # ---- (i) checkpointing ------------------------------------------------------------------

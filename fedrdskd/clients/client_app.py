@@ -3,7 +3,8 @@
 Reply contract of a training round (what the fedrdskd strategies rely on):
 
 - ``"arrays"``: ``ArrayRecord`` with the trained model;
-- ``"metrics"``: ``MetricRecord`` with scalar ``num-examples`` and ``train-loss``;
+- ``"metrics"``: ``MetricRecord`` with scalar ``num-examples``, ``train-loss`` and
+  ``train-seconds`` (wall seconds of the local training, measured by the client);
 - ``"label-counts"``: optional ``ConfigRecord`` ``{"label-counts": [n_0, ..., n_C-1]}``
   with the client's per-class training label counts (switch off with
   ``client.send_label_counts=false``; FedRDSKD works without it, FedFTG needs it).
@@ -18,6 +19,8 @@ from ``context.run_config`` under ``flwr run``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -29,7 +32,7 @@ from fedrdskd.experiment import ClientSettings, experiment_from_run_config
 from fedrdskd.models import build_model
 from fedrdskd.partitions import ClientData, load_client_data
 from fedrdskd.sampling import partition_query_reply
-from fedrdskd.strategies.replies import LABEL_COUNTS_KEY
+from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
 
 
 def settings_from_context(context: Context) -> ClientSettings:
@@ -84,16 +87,19 @@ def handle_train(message: Message, context: Context, settings: ClientSettings) -
     server_round = int(config.get("server-round", 0))
     generator = shuffle_generator(int(config.get("seed", settings.seed)), server_round,
                                   int(context.node_config["partition-id"]))
+    started = time.perf_counter()
     train_loss = train(
         model, data.train, epochs=int(config["local-epochs"]),
         batch_size=int(config["batch-size"]), lr=float(config["lr"]),
         momentum=float(config.get("momentum", 0.0)),
         weight_decay=float(config.get("weight-decay", 0.0)),
         proximal_mu=float(config.get("proximal-mu", 0.0)), generator=generator)
+    train_seconds = time.perf_counter() - started
     content = RecordDict({
         "arrays": ArrayRecord(model.state_dict()),
         "metrics": MetricRecord({"train-loss": train_loss,
-                                 "num-examples": len(data.train)}),
+                                 "num-examples": len(data.train),
+                                 TRAIN_SECONDS_KEY: train_seconds}),
     })
     if settings.send_label_counts:
         counts = [int(n) for n in data.label_counts]

@@ -14,6 +14,12 @@
    diagnostic the simulation passes in; timed separately from the server's work). It
    also receives the aggregate *before* refinement, so the harness can measure what
    the refinement added.
+
+Besides the base strategy's metrics, a round reports ``num-replies``,
+``num-excluded``, ``server-seconds`` (screening, aggregation and refinement) and, over
+the valid replies that carry ``train-seconds``, ``client-train-seconds-sum`` and
+``client-train-seconds-max`` (the clients' own timings: with clients training in
+parallel, the max is the round's client time, whatever load the server is under).
 """
 
 from __future__ import annotations
@@ -31,10 +37,22 @@ from fedrdskd.strategies.replies import ClientModel, screen_replies
 EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel], ArrayRecord], dict[str, float]]
 """``(server_round, members, aggregate)``: ``aggregate`` is the base strategy's model
 before :meth:`ClientEnsembleMixin.refine_global_model`."""
+CLIENT_TRAIN_SECONDS_SUM_KEY = "client-train-seconds-sum"
+CLIENT_TRAIN_SECONDS_MAX_KEY = "client-train-seconds-max"
 
 
 def _float_metrics(values: dict[str, float]) -> dict[str, float]:
     return {key: float(value) for key, value in values.items()}
+
+
+def client_train_seconds(members: Sequence[ClientModel]) -> dict[str, float]:
+    """Sum and max of the members' ``train-seconds`` (empty if none reported them)."""
+    seconds = [member.train_seconds for member in members
+               if member.train_seconds is not None]
+    if not seconds:
+        return {}
+    return {CLIENT_TRAIN_SECONDS_SUM_KEY: float(sum(seconds)),
+            CLIENT_TRAIN_SECONDS_MAX_KEY: float(max(seconds))}
 
 
 class ClientEnsembleMixin:
@@ -115,6 +133,7 @@ class ClientEnsembleMixin:
         merged = dict(metrics or {})
         merged.update(_float_metrics(extra))
         merged.update(diagnostics)
+        merged.update(client_train_seconds(members))
         merged.update({"num-replies": len(members), "num-excluded": excluded,
                        "server-seconds": server_seconds})
         return arrays, MetricRecord(merged)

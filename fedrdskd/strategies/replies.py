@@ -2,7 +2,8 @@
 
 A reply with NaN/Inf values, missing arrays or arrays whose shapes do not match the
 model is *excluded* (with a warning naming the node) rather than averaged in. Label
-counts travel in a separate ``ConfigRecord`` (``"label-counts"``) and are optional.
+counts travel in a separate ``ConfigRecord`` (``"label-counts"``) and are optional;
+so is the client's local training time (``"train-seconds"`` in the metrics).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 
-LABEL_COUNTS_KEY = "label-counts"
+from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
+
+"""Metric of a training reply: the client's own seconds of local training."""
 
 
 @dataclass
@@ -33,12 +36,15 @@ class ClientModel:
         The client's ``num-examples``.
     label_counts : np.ndarray | None
         Per-class training label counts if the client sent them.
+    train_seconds : float | None
+        The client's local training seconds if it reported them (default: None).
     """
 
     node_id: int
     state_dict: dict[str, torch.Tensor]
     num_examples: int
     label_counts: np.ndarray | None
+    train_seconds: float | None = None
 
 
 def _single_record(records: Mapping) -> object | None:
@@ -105,6 +111,14 @@ def read_label_counts(message: Message, num_classes: int) -> np.ndarray | None:
     return values.astype(np.int64)
 
 
+def read_train_seconds(metrics: MetricRecord) -> float | None:
+    """The reply's ``train-seconds`` if it is a finite number >= 0, else ``None``."""
+    seconds = metrics.get(TRAIN_SECONDS_KEY)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    return float(seconds) if np.isfinite(seconds) and seconds >= 0 else None
+
+
 def screen_replies(
     server_round: int,
     replies: Sequence[Message],
@@ -140,6 +154,7 @@ def screen_replies(
             state_dict={k: v.clone() for k, v in arrays.to_torch_state_dict().items()},
             num_examples=int(metrics[weighted_by_key]),
             label_counts=read_label_counts(message, num_classes),
+            train_seconds=read_train_seconds(metrics),
         ))
         passed.append(message)
     return passed, members
