@@ -64,8 +64,9 @@ def parse_args() -> argparse.Namespace:
                              "else strings); NAME=BASE inherits BASE's options")
     parser.add_argument("--betas", nargs="*", type=float, default=[],
                         help="also measure these interpolations towards the distilled model")
-    parser.add_argument("--client-validation", action="store_true",
-                        help="pooled held-out loss of the round's clients for each beta")
+    parser.add_argument("--client-validation", choices=("round", "others"), default=None,
+                        help="pooled held-out loss/accuracy for each beta on the round's "
+                             "clients, or on as many other clients (seeded per round)")
     parser.add_argument("--follow", type=Path, default=None, metavar="OUT_ROOT",
                         help="run each variant's own trajectory in-process into OUT_ROOT")
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
@@ -125,18 +126,29 @@ class Replay:
         model.load_state_dict(state)
         return evaluate(model, self.test)[1]
 
-    def client_loss(self, state: dict[str, torch.Tensor], members) -> float:
-        """Pooled cross-entropy of ``state`` on the members' held-out local splits."""
+    def validation_partitions(self, members, kind: str, server_round: int) -> list[int]:
+        """The round's clients, or as many others drawn by (seed, round)."""
+        own = [partition_of_node(member.node_id) for member in members]
+        if kind == "round":
+            return own
+        others = [p for p in range(self.experiment.num_clients) if p not in own]
+        generator = torch.Generator().manual_seed(1000 * self.experiment.seed + server_round)
+        order = torch.randperm(len(others), generator=generator).tolist()
+        return sorted(others[i] for i in order[:len(own)])
+
+    def client_metrics(self, state: dict[str, torch.Tensor],
+                       partitions: list[int]) -> tuple[float, float]:
+        """Pooled cross-entropy and accuracy of ``state`` on these held-out local splits."""
         model = self.model_fn()
         model.load_state_dict(state)
-        model.eval()
-        total, count = 0.0, 0
-        for member in members:
-            split = self.client_data(partition_of_node(member.node_id)).test
-            loss, _ = evaluate(model, split)
-            total += loss * len(split)
+        loss_sum, correct, count = 0.0, 0.0, 0
+        for partition in partitions:
+            split = self.client_data(partition).test
+            loss, accuracy = evaluate(model, split)
+            loss_sum += loss * len(split)
+            correct += accuracy * len(split)
             count += len(split)
-        return total / max(count, 1)
+        return loss_sum / max(count, 1), correct / max(count, 1)
 
     def client_data(self, partition_id: int):
         client, partition = self.experiment.client, self.experiment.client.partition
@@ -178,10 +190,13 @@ def replay_variant(replay: Replay, name: str, options: dict, args) -> list[dict]
             record[f"beta-{beta:g}"] = replay.accuracy(
                 interpolate_states(aggregate, distilled, beta))
         if args.client_validation:
-            record["client_loss"] = {
-                f"{beta:g}": replay.client_loss(interpolate_states(aggregate, distilled, beta),
-                                                members)
+            partitions = replay.validation_partitions(members, args.client_validation,
+                                                      server_round)
+            measured = {f"{beta:g}": replay.client_metrics(
+                interpolate_states(aggregate, distilled, beta), partitions)
                 for beta in (0.0, *args.betas, 1.0)}
+            record["client_loss"] = {beta: m[0] for beta, m in measured.items()}
+            record["client_accuracy"] = {beta: m[1] for beta, m in measured.items()}
         records.append(record)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in record.items() if k != "options"}), flush=True)

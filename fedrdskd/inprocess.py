@@ -23,8 +23,10 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedrdskd.clients.client_app import handle_evaluate, handle_query, handle_train
+from fedrdskd.clients.client_app import (handle_candidates, handle_evaluate, handle_query,
+                                         handle_train)
 from fedrdskd.experiment import ClientSettings, ExperimentConfig
+from fedrdskd.protocol import CANDIDATES_MESSAGE_TYPE
 
 SERVER_NODE_ID = 1
 RUN_ID = 1
@@ -55,6 +57,8 @@ def handle_message(message: Message, settings: ClientSettings, partition_id: int
         return handle_evaluate(message, context, settings)
     if kind == MessageType.QUERY:
         return handle_query(message, context)
+    if kind == CANDIDATES_MESSAGE_TYPE:
+        return handle_candidates(message, context, settings)
     raise ValueError(f"InProcessGrid cannot answer messages of type {kind!r}.")
 
 

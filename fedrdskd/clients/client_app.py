@@ -29,10 +29,14 @@ from flwr.clientapp import ClientApp
 from fedrdskd.clients.training import evaluate, train
 from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ClientSettings, experiment_from_run_config
+from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.models import build_model
 from fedrdskd.partitions import ClientData, load_client_data
+from fedrdskd.protocol import (ACCURACIES_KEY, BETAS_KEY, CANDIDATE_CONFIG_KEY,
+                               CANDIDATE_END_KEY, CANDIDATE_REPLY_KEY, CANDIDATE_START_KEY,
+                               CANDIDATES_ACTION, LABEL_COUNTS_KEY, LOSSES_KEY,
+                               NUM_EXAMPLES_KEY, TRAIN_SECONDS_KEY)
 from fedrdskd.sampling import partition_query_reply
-from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
 
 
 def settings_from_context(context: Context) -> ClientSettings:
@@ -63,12 +67,13 @@ def client_data(settings: ClientSettings, context: Context) -> ClientData:
         download=settings.data.download, cache_dir=settings.data.cache_dir)
 
 
-def received_model(settings: ClientSettings, message: Message) -> torch.nn.Module:
-    """Build the model and load the global weights the server sent."""
+def received_model(settings: ClientSettings, message: Message | None) -> torch.nn.Module:
+    """Build the model and load the global weights the server sent (if a message)."""
     info = dataset_info(settings.data.dataset)
     model = build_model(settings.model, num_classes=info.num_classes,
                         image_shape=info.image_shape)
-    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    if message is not None:
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
     return model
 
 
@@ -119,6 +124,30 @@ def handle_evaluate(message: Message, context: Context,
     return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
 
 
+def handle_candidates(message: Message, context: Context,
+                      settings: ClientSettings) -> Message:
+    """Evaluate the points ``start + β (end − start)`` on the held-out local split.
+
+    Answers a distillation strategy's candidate validation (see
+    :mod:`fedrdskd.protocol`): only pooled losses and accuracies leave the client.
+    """
+    torch.set_num_threads(settings.num_threads)
+    data = client_data(settings, context)
+    start = message.content[CANDIDATE_START_KEY].to_torch_state_dict()
+    end = message.content[CANDIDATE_END_KEY].to_torch_state_dict()
+    betas = [float(beta) for beta in message.content[CANDIDATE_CONFIG_KEY][BETAS_KEY]]
+    model = received_model(settings, None)
+    losses, accuracies = [], []
+    for beta in betas:
+        model.load_state_dict(interpolate_states(start, end, beta))
+        loss, accuracy = evaluate(model, data.test)
+        losses.append(loss)
+        accuracies.append(accuracy)
+    metrics = MetricRecord({LOSSES_KEY: losses, ACCURACIES_KEY: accuracies,
+                            NUM_EXAMPLES_KEY: len(data.test)})
+    return Message(content=RecordDict({CANDIDATE_REPLY_KEY: metrics}), reply_to=message)
+
+
 def handle_query(message: Message, context: Context) -> Message:
     """Tell the server this node's partition id (it samples clients by seed with it)."""
     return partition_query_reply(message, int(context.node_config["partition-id"]))
@@ -136,6 +165,11 @@ def build_client_app(settings: ClientSettings | None = None) -> ClientApp:
     def _evaluate(message: Message, context: Context) -> Message:
         return handle_evaluate(message, context,
                                settings or settings_from_context(context))
+
+    @app.evaluate(CANDIDATES_ACTION)
+    def _candidates(message: Message, context: Context) -> Message:
+        return handle_candidates(message, context,
+                                 settings or settings_from_context(context))
 
     @app.query()
     def _query(message: Message, context: Context) -> Message:

@@ -12,14 +12,16 @@ hooks that :class:`~fedrdskd.strategies.FedRDSKD` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common import log
+from flwr.serverapp import Grid
 
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
@@ -27,6 +29,7 @@ from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.kd.ensemble import ENSEMBLE_COMBINATIONS, TeacherEnsemble, ensemble_weights
 from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
 from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.validation import StepSizeSelector
 
 ENSEMBLE_WEIGHTINGS = ("uniform", "num-examples", "class")
 
@@ -83,7 +86,19 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
     student_interpolation : float (default: 1.0)
         ``β`` of the trust region ``w = w_avg + β (w_distilled − w_avg)`` that the round
         returns (1 = the distilled model, 0 = the aggregate; see
-        :func:`interpolate_states`).
+        :func:`~fedrdskd.kd.interpolation.interpolate_states`); with validation, the
+        fallback when no client answers.
+    validation_betas : Sequence[float] (default: ())
+        Candidate ``β`` s in (0, 1] that clients validate, besides 0 (the aggregate);
+        the round returns the one of lowest pooled held-out loss
+        (:mod:`fedrdskd.strategies.validation`). Empty: no validation, ``β`` =
+        ``student_interpolation``. Needs ClientApps that answer
+        ``evaluate.candidates`` messages (this package's does).
+    validation_clients : str (default: "others")
+        ``"others"`` (as many clients as trained, from those that did not) or
+        ``"round"`` (the round's own clients, biased towards distillation).
+    validation_timeout : float (default: 600.0)
+        Seconds to wait for the validation replies.
     **kwargs
         ``model_fn``, ``num_classes``, ``ensemble_evaluate_fn`` and everything the base
         Flower strategy takes.
@@ -99,13 +114,15 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         device: str = "cpu",
         seed: int = 0,
         student_interpolation: float = 1.0,
+        validation_betas: Sequence[float] = (),
+        validation_clients: str = "others",
+        validation_timeout: float = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 <= student_interpolation <= 1.0:
-            raise ValueError(f"student_interpolation must be in [0.0, 1.0], got "
-                             f"{student_interpolation!r}.")
-        self.student_interpolation = float(student_interpolation)
+        self.step_size = StepSizeSelector(
+            fixed_beta=student_interpolation, betas=tuple(validation_betas),
+            clients=validation_clients, timeout=validation_timeout, seed=seed)
         if ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
             raise ValueError(f"ensemble_weighting must be one of {ENSEMBLE_WEIGHTINGS}, "
                              f"got {ensemble_weighting!r}.")
@@ -121,6 +138,12 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self.device = torch.device(device)
         self.seed = seed
         self._synthesizer: Synthesizer | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """The base strategy's messages; the grid is kept for candidate validation."""
+        self.step_size.grid = grid
+        return super().configure_train(server_round, arrays, config, grid)
 
     # ---- hooks for the concrete methods ------------------------------------------
     @abstractmethod
@@ -175,9 +198,19 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         log(INFO, "Round %d distillation: %s", server_round,
             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
-        if self.student_interpolation != 1.0:
-            state = interpolate_states(arrays.to_torch_state_dict(), state,
-                                       self.student_interpolation)
+        started = time.perf_counter()
+        beta, validation = self.step_size.select(server_round, arrays, ArrayRecord(state),
+                                                 [member.node_id for member in members])
+        if beta != 1.0:
+            state = interpolate_states(arrays.to_torch_state_dict(), state, beta)
+        metrics.update(validation)
+        if self.step_size.validates:
+            log(INFO, "Round %d step size %g from %d validating clients (loss %.4f -> %.4f)",
+                server_round, beta, validation.get("validation-replies", 0),
+                validation.get("validation-loss-aggregate", float("nan")),
+                validation.get("validation-loss-chosen", float("nan")))
+            metrics.update({"step-size": beta,
+                            "validation-seconds": time.perf_counter() - started})
         return ArrayRecord(state), metrics
 
     # ---- checkpointing --------------------------------------------------------------
