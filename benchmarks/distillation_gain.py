@@ -44,10 +44,12 @@ from fedrdskd.server_app import model_factory
 from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.strategies.registry import build_strategy
 
-PAPER = {"name": "fedrdskd"}
+PAPER = {"name": "fedrdskd_paper"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "paper": PAPER,
+    "default": {"name": "fedrdskd"},
     "sgd": {**PAPER, "student_optimizer": "sgd", "student_lr": 0.01},
+    "fedftg": {"name": "fedftg", "preset": "fedftg_cpu"},
 }
 """name -> strategy options (``name`` picks the strategy; the rest are its arguments on
 top of the preset's defaults). Extend with ``--set name key=value ...``."""

@@ -48,19 +48,32 @@ shell-style wildcards work (``server.*``)."""
 SEED_KEY = "seed"
 STRATEGY_PREFIX = "strategy."
 TABLE_PREFIXES = ("dataset.", "partition.")
-STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fedrdskd")
+STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fedrdskd_paper",
+                  "fedrdskd")
 _MAX_DIRS_SHOWN = 6
 
 
+PAPER_BEHAVIOUR: dict[str, Any] = {
+    "strategy.student_momentum": 0.0, "strategy.student_weight_decay": 0.0,
+    "strategy.student_batch_reuse": 1, "strategy.weight_hard_sample": 0.0,
+    "strategy.penalise_hard_sample": True, "strategy.class_prior": "uniform",
+    "strategy.student_interpolation": 1.0, "strategy.validation_betas": [],
+    "strategy.validation_clients": "others", "strategy.validation_timeout": 600.0,
+}
+"""FedRDSKD options added with the package's own mechanisms, at the values that give
+RDSKD as published (the ``fedrdskd_paper`` preset): what every FedRDSKD run recorded
+before them did."""
 ADDED_STRATEGY_KEYS: dict[str, dict[str, Any]] = {
-    "fedrdskd": {"strategy.ensemble_combine": "logits",
-                 "strategy.persist_student_optimizer": False},
+    name: {"strategy.ensemble_combine": "logits",
+           "strategy.persist_student_optimizer": False, **PAPER_BEHAVIOUR}
+    for name in ("fedrdskd", "fedrdskd_paper")
 }
 """Strategy options added after runs were recorded, with the behaviour those runs had
 (before ``ensemble_combine`` existed the teacher summed logits; before
-``persist_student_optimizer`` the student's Adam started afresh every round). A run
-whose config lacks such a key gets this value, so it is compared and labelled by what
-it did, not as a different configuration with a missing key."""
+``persist_student_optimizer`` the student's Adam started afresh every round; before the
+package's mechanisms, :data:`PAPER_BEHAVIOUR`). A run whose config lacks such a key gets
+this value, so it is compared and labelled by what it did, not as a different
+configuration with a missing key."""
 
 
 class ConfigMismatchError(ValueError):

@@ -3,7 +3,7 @@
 A name is either a plain Flower strategy (``fedavg``, ``fedprox``, ``fedadam``,
 ``fedtrimmedavg``), used with :class:`ClientEnsembleMixin` so that invalid replies are
 screened out and the client ensemble can be evaluated as a diagnostic, or a
-distillation method (``fedrdskd``, ``fedftg``) put on top of one of those bases
+distillation method (``fedrdskd``, ``fedrdskd_paper``, ``fedftg``) put on top of one of those bases
 (option ``base``, default ``fedavg``). A Hydra config may instead give ``_target_``,
 the import path of any strategy class.
 """
@@ -31,6 +31,9 @@ DISTILLATION_METHODS: dict[str, tuple[str, str]] = {
     "fedftg": ("fedrdskd.strategies.fedftg:FedFTGMixin",
                "fedrdskd.strategies.fedftg:FedFTG"),
 }
+# RDSKD as published: the same strategy class, under its own name so that its runs are
+# labelled and compared apart from the ``fedrdskd`` preset's (conf/strategy/fedrdskd_paper.yaml).
+DISTILLATION_METHODS["fedrdskd_paper"] = DISTILLATION_METHODS["fedrdskd"]
 STRATEGY_NAMES = tuple(BASE_STRATEGIES) + tuple(DISTILLATION_METHODS)
 
 
