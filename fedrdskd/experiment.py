@@ -305,7 +305,30 @@ def select_strategy_options(strategy: Mapping[str, Any]) -> dict[str, Any]:
     options.update(flat)
     if name not in DISTILLATION_METHODS:
         options.pop("base", None)  # only distillation methods sit on a base strategy
+    for key in [key for key in options if key.replace("-", "_") in LIST_OPTIONS]:
+        options[key] = run_config_list(key, options[key])
     return options
+
+
+LIST_OPTIONS = ("validation_betas",)
+"""Strategy options that are lists; a run config (no lists) gives them as ``"0.5,1"``."""
+
+
+def run_config_list(key: str, value: Any) -> list[float]:
+    """``"0.5,1"`` -> ``[0.5, 1.0]`` (``""`` -> ``[]``); lists pass through.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, if an item is not a number.
+    """
+    if not isinstance(value, str):
+        return list(value)
+    try:
+        return [float(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"Invalid run-config value strategy.{key}={value!r}: expected "
+                         "comma-separated numbers, e.g. \"0.5,1\".") from None
 
 
 def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:

@@ -20,8 +20,9 @@ from omegaconf import OmegaConf
 import fedrdskd.conf
 from fedrdskd.cli import check_strategy_options, preflight
 from fedrdskd.data import DATASETS
-from fedrdskd.experiment import (ExperimentConfig, experiment_from_dict,
-                                 experiment_from_run_config, unflatten_run_config)
+from fedrdskd.experiment import (LIST_OPTIONS, ExperimentConfig, experiment_from_dict,
+                                 experiment_from_run_config, run_config_list,
+                                 select_strategy_options, unflatten_run_config)
 from fedrdskd.models import build_model
 from fedrdskd.strategies import ClientEnsembleMixin, DistillationMixin
 from fedrdskd.strategies.registry import (BASE_STRATEGIES, DISTILLATION_METHODS,
@@ -234,14 +235,30 @@ def test_run_config_uses_the_chosen_strategys_section_only():
         experiment_from_run_config({**flat, "strategy.fedx.steps": 1})
 
 
-@pytest.mark.parametrize("name", ["fedprox", "fedadam", "fedtrimmedavg", "fedrdskd", "fedftg"])
+@pytest.mark.parametrize("name", ["fedprox", "fedadam", "fedtrimmedavg", "fedrdskd",
+                                  "fedrdskd_paper", "fedftg"])
 def test_pyproject_lists_every_option_of_every_strategy_yaml(name):
     run_config = dict(_flatten_for_test(
         tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]))
     options = hydra_dict(f"strategy={name}")["strategy"]
     expected = {f"strategy.{name}.{key.replace('_', '-')}": value
                 for key, value in options.items() if key not in ("name", "base")}
-    assert {key: run_config.get(key) for key in expected} == expected
+    listed = {key: run_config.get(key) for key in expected}
+    for key in listed:
+        if key.rpartition(".")[2].replace("-", "_") in LIST_OPTIONS:
+            listed[key] = run_config_list(key, listed[key])
+    assert listed == expected
+
+
+def test_list_options_come_from_comma_separated_run_config_strings():
+    assert run_config_list("validation-betas", "0.5,1") == [0.5, 1.0]
+    assert run_config_list("validation-betas", "") == []
+    assert run_config_list("validation-betas", [0.25]) == [0.25]
+    with pytest.raises(ValueError, match=r"strategy\.validation-betas='half'"):
+        run_config_list("validation-betas", "half")
+    options = select_strategy_options({"name": "fedrdskd",
+                                       "fedrdskd": {"validation-betas": "0.25,1"}})
+    assert options["validation-betas"] == [0.25, 1.0]
 
 
 def _flatten_for_test(table, prefix=""):
