@@ -16,6 +16,7 @@ from torch import nn
 
 from fedrdskd.kd.base import SyntheticBatch
 from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
+from fedrdskd.kd.synthetic_pool import SyntheticPool, augmenter
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,6 +67,16 @@ class RDSKDSynthesizer:
         :meth:`sample` and reused in between, with the teacher's outputs on them cached,
         so ``k`` student steps on one batch cost one teacher pass (FedFTG takes its 5
         global steps per iteration on one batch). 1 = a fresh batch every step (RDSKD).
+    replay_pool_size : int (default: 0)
+        Keep the last this many student images (across rounds) in a
+        :class:`~fedrdskd.kd.synthetic_pool.SyntheticPool` and lend ``replay_fraction``
+        of every student batch to them, labelled by the current teacher. 0 = off.
+    replay_fraction : float (default: 0.5)
+        Share of a student batch drawn from the pool, in [0, 1).
+    augmentation : str (default: "none")
+        Applied to student batches (after pooling): ``"none"``, ``"shift"`` (random
+        shifts of up to 4 pixels) or ``"shift-flip"`` (also left-right flips, for
+        natural images). Generator steps always see the generator's raw output.
     device : torch.device (default: cpu)
         Where the generator runs and latents are drawn.
     seed : int (default: 0)
@@ -99,6 +110,9 @@ class RDSKDSynthesizer:
         seed: int = 0,
         sample_batch_statistics: bool = True,
         batch_reuse: int = 1,
+        replay_pool_size: int = 0,
+        replay_fraction: float = 0.5,
+        augmentation: str = "none",
     ) -> None:
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size must be an even number >= 2 (the inter-sample "
@@ -118,6 +132,9 @@ class RDSKDSynthesizer:
         self._cached: SyntheticBatch | None = None
         self._cached_teacher: torch.Tensor | None = None
         self._uses_left = 0
+        self.pool = SyntheticPool(replay_pool_size, replay_fraction)
+        self.augmentation = augmentation
+        self._augment = augmenter(augmentation)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         self.loss = RDSKDGeneratorLoss(
             reference_interval=reference_interval,
@@ -174,20 +191,29 @@ class RDSKDSynthesizer:
         """Generated images, without gradients; sampling never changes the generator.
 
         A batch of the synthesizer's ``batch_size`` is reused for ``batch_reuse`` calls
-        (see the class docstring); other sizes are always drawn afresh.
+        (see the class docstring); other sizes are always drawn afresh and are neither
+        pooled nor augmented (they serve the metrics).
 
         With ``sample_batch_statistics`` (default) the generator's BatchNorm layers
         normalise with the batch's statistics, as in its training steps, and their
         running statistics are restored afterwards. Otherwise the generator runs in eval
         mode (running statistics), as in the released code's student phase.
         """
-        if batch_size != self.batch_size or self.batch_reuse == 1:
+        if batch_size != self.batch_size:
             return self._generate(batch_size)
+        if self.batch_reuse == 1:
+            return self._student_batch()
         if self._uses_left == 0:
-            self._cached, self._cached_teacher = self._generate(batch_size), None
+            self._cached, self._cached_teacher = self._student_batch(), None
             self._uses_left = self.batch_reuse
         self._uses_left -= 1
         return self._cached
+
+    def _student_batch(self) -> SyntheticBatch:
+        """A fresh batch, partly lent to the pool's images, then augmented."""
+        images = self._generate(self.batch_size).images
+        images = self._augment(self.pool.mix(images, self.rng), self.rng)
+        return SyntheticBatch(images=images)
 
     @torch.no_grad()
     def _generate(self, batch_size: int) -> SyntheticBatch:
@@ -217,10 +243,11 @@ class RDSKDSynthesizer:
         return kd_loss(student_logits, teacher_logits, self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of the generator, Adam, loss-reference and RNG states."""
+        """A copy of the generator, Adam, loss-reference, pool and RNG states."""
         return copy.deepcopy({"generator": self.generator.state_dict(),
                               "optimizer": self.optimizer.state_dict(),
                               "loss": self.loss.state_dict(),
+                              "pool": self.pool.state_dict(),
                               "rng": self.rng.get_state()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -229,4 +256,6 @@ class RDSKDSynthesizer:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss.load_state_dict(state["loss"])
+        if "pool" in state:  # checkpoints from before the pool have none
+            self.pool.load_state_dict(state["pool"])
         self.rng.set_state(state["rng"])

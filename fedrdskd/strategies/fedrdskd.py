@@ -28,6 +28,7 @@ from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.rdskd import RDSKDSynthesizer
+from fedrdskd.kd.synthetic_pool import AUGMENTATIONS
 from fedrdskd.strategies.distillation import DistillationMixin
 from fedrdskd.strategies.replies import ClientModel
 
@@ -98,6 +99,19 @@ class RDSKDMixin(DistillationMixin):
         (the pooled label counts of the round's clients, so classes almost absent from
         the round are not asked for; falls back to uniform with a warning when a client
         sends no counts).
+    weight_authenticity : float (default: 1.0)
+        Weight of RDSKD's authenticity term (cross-entropy of the teacher's output to
+        its own argmax, under the increment penalty); it pushes samples towards
+        confident, narrow regions of the teacher (TA-DFKD); 0 switches it off.
+    replay_pool_size : int (default: 0)
+        Student batches borrow ``replay_fraction`` of their images from the last this
+        many synthetic images of earlier steps and rounds, relabelled by this round's
+        teacher (:class:`fedrdskd.kd.synthetic_pool.SyntheticPool`); 0 = off.
+    replay_fraction : float (default: 0.5)
+        Share of each student batch from the pool, in [0, 1).
+    synthetic_augmentation : str (default: "none")
+        ``"none"``, ``"shift"`` or ``"shift-flip"`` (random 4-pixel shifts, and
+        left-right flips for natural images) on student batches.
     strength_decay : float (default: 0.5)
         Per-round factor on both step counts: round ``r`` takes
         ``round(steps * strength_decay ** (r - 1))`` generator and student steps
@@ -133,6 +147,10 @@ class RDSKDMixin(DistillationMixin):
         penalise_hard_sample: bool = True,
         class_prior: str = "uniform",
         student_batch_reuse: int = 1,
+        weight_authenticity: float = 1.0,
+        replay_pool_size: int = 0,
+        replay_fraction: float = 0.5,
+        synthetic_augmentation: str = "none",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +163,12 @@ class RDSKDMixin(DistillationMixin):
                             ("reference_interval", reference_interval),
                             ("student_batch_reuse", student_batch_reuse)):
             _check_range(name, value, 1, 10**6)
+        _check_range("replay_pool_size", replay_pool_size, 0, 10**7)
+        _check_range("replay_fraction", replay_fraction, 0.0, 0.99)
+        _check_range("weight_authenticity", weight_authenticity, 0.0, 1e6)
+        if synthetic_augmentation not in AUGMENTATIONS:
+            raise ValueError(f"synthetic_augmentation must be one of {AUGMENTATIONS}, "
+                             f"got {synthetic_augmentation!r}.")
         _check_range("strength_decay", strength_decay, 0.0, 1.0)
         _check_range("student_momentum", student_momentum, 0.0, 1.0)
         _check_range("student_weight_decay", student_weight_decay, 0.0, 1.0)
@@ -175,6 +199,10 @@ class RDSKDMixin(DistillationMixin):
         self.penalise_hard_sample = bool(penalise_hard_sample)
         self.class_prior = class_prior
         self.student_batch_reuse = int(student_batch_reuse)
+        self.weight_authenticity = float(weight_authenticity)
+        self.replay_pool_size = int(replay_pool_size)
+        self.replay_fraction = float(replay_fraction)
+        self.synthetic_augmentation = synthetic_augmentation
         self._last_student_optimizer: torch.optim.Optimizer | None = None
 
     def summary(self) -> None:
@@ -205,6 +233,9 @@ class RDSKDMixin(DistillationMixin):
             weight_hard_sample=self.weight_hard_sample,
             penalise_hard_sample=self.penalise_hard_sample,
             batch_reuse=self.student_batch_reuse,
+            weight_authenticity=self.weight_authenticity,
+            replay_pool_size=self.replay_pool_size, replay_fraction=self.replay_fraction,
+            augmentation=self.synthetic_augmentation,
             temperature=self.temperature, device=self.device, seed=self.seed)
 
     def prepare_round(self, server_round: int, members: Sequence[ClientModel],
