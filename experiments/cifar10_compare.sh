@@ -11,7 +11,8 @@
 # evaluated on all 10k test images.
 # Results: $RESULTS_ROOT/cifar10/dirichlet-0.3-e5/<strategy>-seed<seed>/results.json.
 # One run at a time, resumable, complete runs skipped (experiments/run_set.py);
-# RUN_LABEL=name for an ablation variant's run dirs.
+# RUN_LABEL=name for an ablation variant's run dirs, SET=cifar10/<folder> for another
+# set folder (e.g. the ablations').
 # DRY_RUN=1 prints what would run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ source experiments/python.sh
 rounds="$1" strategies="$2" seeds="$3"
 shift 3
 exec "$PYTHON" experiments/run_set.py --root "${RESULTS_ROOT:-$PWD/results}" \
-  --set cifar10/dirichlet-0.3-e5 --rounds "$rounds" \
+  --set "${SET:-cifar10/dirichlet-0.3-e5}" --rounds "$rounds" \
   --strategies "$strategies" --seeds "$seeds" ${RUN_LABEL:+--label "$RUN_LABEL"} ${DRY_RUN:+--dry-run} -- \
   dataset=cifar10 model=cnn partition=dirichlet partition.alpha=0.3 \
   num_clients=100 fraction_train=0.1 local_epochs=5 server.ensemble_eval_samples=2000 "$@"

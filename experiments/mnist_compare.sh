@@ -8,6 +8,7 @@
 # extends a set with more strategies or seeds (experiments/run_set.py).
 # RUN_LABEL=name gives an ablation variant its own run dirs (name-seed<seed>), e.g.
 #   RUN_LABEL=fedrdskd-logits experiments/mnist_compare.sh 0.1 1 30 fedrdskd 0,1 strategy.ensemble_combine=logits
+# SET=mnist/<folder> puts the runs in another set folder (e.g. the ablations').
 # DRY_RUN=1 prints what would run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ source experiments/python.sh
 alpha="$1" epochs="$2" rounds="$3" strategies="$4" seeds="$5"
 shift 5
 exec "$PYTHON" experiments/run_set.py --root "${RESULTS_ROOT:-$PWD/results}" \
-  --set "mnist/dirichlet-${alpha}-e${epochs}" --rounds "$rounds" \
+  --set "${SET:-mnist/dirichlet-${alpha}-e${epochs}}" --rounds "$rounds" \
   --strategies "$strategies" --seeds "$seeds" ${RUN_LABEL:+--label "$RUN_LABEL"} ${DRY_RUN:+--dry-run} -- \
   dataset=mnist model=lenet5 partition=dirichlet partition.alpha="$alpha" \
   num_clients=20 fraction_train=0.5 local_epochs="$epochs" "$@"
