@@ -49,13 +49,13 @@ def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
 def check_strategy_options(experiment: ExperimentConfig) -> None:
     """Build the strategy once, so that a bad ``strategy.*`` option fails before Ray starts."""
     from fedrdskd.data import dataset_info
-    from fedrdskd.server_app import model_factory
+    from fedrdskd.server_app import experiment_model_fn
     from fedrdskd.strategies.registry import build_strategy
 
     info = dataset_info(experiment.client.data.dataset)
     strategy = experiment.strategy
     build_strategy(strategy.name, strategy.options, target=strategy.target,
-                   model_fn=model_factory(experiment), num_classes=info.num_classes,
+                   model_fn=experiment_model_fn(experiment), num_classes=info.num_classes,
                    input_shape=info.image_shape, device=experiment.server.device,
                    seed=experiment.seed)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
+from fedrdskd.partitions import PARTITION_SCHEMES
 from fedrdskd.strategies.registry import DISTILLATION_METHODS, STRATEGY_NAMES
 
-PARTITION_SCHEMES = ("dirichlet", "pathological", "iid")
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
 
 

@@ -29,14 +29,14 @@ from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
-NODE_INFO_KEY = "node-info"
-PARTITION_ID_KEY = "partition-id"
+from fedrdskd.protocol import NODE_INFO_KEY, PARTITION_ID_KEY
+
 SAMPLING_SUMMARY_KEY = "sampling"
 """Key of the sampling record in ``results.json``'s ``summary``."""
 
 
 def partition_query_reply(message: Message, partition_id: int) -> Message:
-    """The ClientApp's answer to the query: ``{"node-info": {"partition-id": id}}``."""
+    """The ClientApp's answer to the query: ``{NODE_INFO_KEY: {PARTITION_ID_KEY: id}}``."""
     content = RecordDict({NODE_INFO_KEY: MetricRecord({PARTITION_ID_KEY: partition_id})})
     return Message(content=content, reply_to=message)
 

@@ -29,10 +29,10 @@ from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states
                                  load_checkpoint, load_strategy_state,
                                  restore_rng_states, save_checkpoint, strategy_state)
 from fedrdskd.clients.training import evaluate
-from fedrdskd.data import ImageDataset, dataset_info, load_dataset
+from fedrdskd.data import ImageDataset, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig, experiment_from_run_config
-from fedrdskd.models import build_model
+from fedrdskd.models import model_factory
 from fedrdskd.results import (RoundRecorder, plot_accuracy, round_rows, summarise,
                               write_results)
 from fedrdskd.sampling import (SAMPLING_SUMMARY_KEY, PartitionOrderedGrid,
@@ -40,22 +40,16 @@ from fedrdskd.sampling import (SAMPLING_SUMMARY_KEY, PartitionOrderedGrid,
 from fedrdskd.strategies.registry import build_strategy
 
 
-def model_factory(experiment: ExperimentConfig) -> Callable[[], torch.nn.Module]:
-    """A ``model_fn`` for the experiment's model and dataset."""
-    info = dataset_info(experiment.client.data.dataset)
-    name = experiment.client.model
-
-    def model_fn() -> torch.nn.Module:
-        return build_model(name, num_classes=info.num_classes, image_shape=info.image_shape)
-
-    return model_fn
+def experiment_model_fn(experiment: ExperimentConfig) -> Callable[[], torch.nn.Module]:
+    """The experiment's ``model_fn`` (its model for its dataset)."""
+    return model_factory(experiment.client.model, experiment.client.data.dataset)
 
 
 def initial_arrays(experiment: ExperimentConfig) -> ArrayRecord:
     """The seeded initial global model."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(experiment.seed)
-        model = model_factory(experiment)()
+        model = experiment_model_fn(experiment)()
     return ArrayRecord(model.state_dict())
 
 
@@ -79,7 +73,7 @@ def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
 def build_run_strategy(experiment: ExperimentConfig, test: ImageDataset,
                        output_dir: Path | None = None):
     """The configured strategy with the simulation's round diagnostics attached."""
-    model_fn = model_factory(experiment)
+    model_fn = experiment_model_fn(experiment)
     device = torch.device(experiment.server.device)
     server = experiment.server
     save_dir = (Path(output_dir) / "client_models"
@@ -232,7 +226,7 @@ class ServerRun:
         self.experiment = experiment
         self.output_dir = output_dir
         self.test = load_test_set(experiment)
-        self.model_fn = model_factory(experiment)
+        self.model_fn = experiment_model_fn(experiment)
         self.device = torch.device(experiment.server.device)
         self.strategy = build_run_strategy(experiment, self.test, output_dir)
         self.recorder = RoundRecorder(self.evaluate_model, experiment.num_rounds)

@@ -9,11 +9,16 @@ loop (no branching on the method's name).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+Teacher = Callable[[torch.Tensor], torch.Tensor]
+"""A frozen teacher: images ``[B, C, H, W]`` -> logits ``[B, classes]`` (e.g. a
+:class:`~fedrdskd.kd.ensemble.TeacherEnsemble`)."""
 
 
 @dataclass

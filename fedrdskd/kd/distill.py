@@ -6,16 +6,13 @@ import copy
 import numbers
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedrdskd.kd.base import Synthesizer
-
-Teacher = Callable[[torch.Tensor], torch.Tensor]
+from fedrdskd.kd.base import Synthesizer, Teacher
 
 
 @dataclass(frozen=True, kw_only=True)

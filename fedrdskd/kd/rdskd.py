@@ -8,17 +8,14 @@ ICASSP 2021, arXiv 2011.03749; settings follow the authors' released code (see
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from fedrdskd.kd.base import SyntheticBatch
+from fedrdskd.kd.base import SyntheticBatch, Teacher
 from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
 from fedrdskd.kd.synthetic_pool import SyntheticPool, augmenter
-
-Teacher = Callable[[torch.Tensor], torch.Tensor]
 
 
 class RDSKDSynthesizer:

@@ -26,12 +26,11 @@ from flwr.serverapp import Grid
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
 from fedrdskd.kd.interpolation import interpolate_states
-from fedrdskd.kd.ensemble import ENSEMBLE_COMBINATIONS, TeacherEnsemble, ensemble_weights
+from fedrdskd.kd.ensemble import (ENSEMBLE_COMBINATIONS, ENSEMBLE_WEIGHTINGS, TeacherEnsemble,
+                                  ensemble_weights)
 from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
 from fedrdskd.strategies.replies import ClientModel
 from fedrdskd.strategies.validation import StepSizeSelector
-
-ENSEMBLE_WEIGHTINGS = ("uniform", "num-examples", "class")
 
 
 def member_weights(
