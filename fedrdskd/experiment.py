@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from fedrdskd.checks import check_choice, check_number
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
 from fedrdskd.partitions import PARTITION_SCHEMES
@@ -115,36 +116,13 @@ class ExperimentConfig:
         return self.client.seed
 
 
-def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"Invalid config value {key}={value!r}: {allowed}.")
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    _require(value in allowed, key, value, f"allowed values are {', '.join(allowed)}")
-    return str(value)
-
-
-def _number(key: str, value: Any, low: float, high: float, *, low_open=False,
-            integer=False) -> Any:
-    kind = "an integer" if integer else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (not integer or float(value).is_integer())
-    _require(ok, key, value, f"must be {kind}")
-    above = value > low if low_open else value >= low
-    bracket = "(" if low_open else "["
-    _require(above and value <= high, key, value,
-             f"allowed range is {bracket}{low}, {high}]")
-    return int(value) if integer else float(value)
-
-
 def _unset(value: Any) -> bool:
     """Hydra's null, or the empty string a ``flwr run`` config uses for it."""
     return value in (None, "", "null")
 
 
 def _optional_count(key: str, value: Any) -> int | None:
-    return None if _unset(value) else _number(key, value, 1, 2**31 - 1, integer=True)
+    return None if _unset(value) else check_number(key, value, 1, 2**31 - 1, integer=True)
 
 
 def _optional_path(value: Any) -> str | None:
@@ -152,24 +130,24 @@ def _optional_path(value: Any) -> str | None:
 
 
 def _parse_partition(raw: Mapping[str, Any], num_classes: int) -> PartitionSettings:
-    scheme = _choice("partition.name", raw.get("name", "dirichlet"), PARTITION_SCHEMES)
+    scheme = check_choice("partition.name", raw.get("name", "dirichlet"), PARTITION_SCHEMES)
     return PartitionSettings(
         scheme=scheme,
-        alpha=_number("partition.alpha", raw.get("alpha", 0.5), 0.0, math.inf,
+        alpha=check_number("partition.alpha", raw.get("alpha", 0.5), 0.0, math.inf,
                       low_open=True),
-        classes_per_client=_number("partition.classes_per_client",
+        classes_per_client=check_number("partition.classes_per_client",
                                    raw.get("classes_per_client", 2), 1, num_classes,
                                    integer=True),
-        min_partition_size=_number("partition.min_partition_size",
+        min_partition_size=check_number("partition.min_partition_size",
                                    raw.get("min_partition_size", 10), 0, math.inf,
                                    integer=True),
-        test_fraction=_number("partition.test_fraction", raw.get("test_fraction", 0.1),
+        test_fraction=check_number("partition.test_fraction", raw.get("test_fraction", 0.1),
                               0.0, 0.9),
     )
 
 
 def _parse_strategy(raw: Mapping[str, Any]) -> StrategySettings:
-    name = _choice("strategy.name", raw.get("name", "fedavg"), STRATEGY_NAMES)
+    name = check_choice("strategy.name", raw.get("name", "fedavg"), STRATEGY_NAMES)
     options = {k: v for k, v in raw.items() if k not in ("name", "_target_")}
     return StrategySettings(name=name, target=raw.get("_target_"),
                             options=MappingProxyType(options))
@@ -193,7 +171,7 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     ValueError
         Naming the offending key, its value and the allowed values or range.
     """
-    dataset = _choice("dataset.name", raw.get("dataset", {}).get("name"),
+    dataset = check_choice("dataset.name", raw.get("dataset", {}).get("name"),
                       tuple(DATASETS))
     num_classes = DATASETS[dataset].num_classes
     data_raw = raw.get("data", {})
@@ -204,48 +182,48 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
                           download=bool(data_raw.get("download", False)),
                           cache_dir=_optional_path(data_raw.get("cache_dir"))),
         partition=_parse_partition(raw.get("partition", {}), num_classes),
-        model=_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
-        seed=_number("seed", raw.get("seed", 0), 0, 2**31 - 1, integer=True),
+        model=check_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
+        seed=check_number("seed", raw.get("seed", 0), 0, 2**31 - 1, integer=True),
         send_label_counts=bool(client_raw.get("send_label_counts", True)),
-        num_threads=max(1, int(math.ceil(_number(
+        num_threads=max(1, int(math.ceil(check_number(
             "client.num_cpus", client_raw.get("num_cpus", 1), 0.0, 1024, low_open=True)))),
     )
     server = ServerSettings(
         device=str(server_raw.get("device", "cpu")),
-        num_threads=_number("server.num_threads", server_raw.get("num_threads", 2), 1,
+        num_threads=check_number("server.num_threads", server_raw.get("num_threads", 2), 1,
                             1024, integer=True),
         evaluate_ensemble=bool(server_raw.get("evaluate_ensemble", True)),
-        eval_batch_size=_number("server.eval_batch_size",
+        eval_batch_size=check_number("server.eval_batch_size",
                                 server_raw.get("eval_batch_size", 1000), 1, 2**20,
                                 integer=True),
         ensemble_eval_samples=_optional_count(
             "server.ensemble_eval_samples", server_raw.get("ensemble_eval_samples")),
         save_client_models=bool(server_raw.get("save_client_models", False)),
     )
-    num_clients = _number("num_clients", raw.get("num_clients", 20), 1, 10**6,
+    num_clients = check_number("num_clients", raw.get("num_clients", 20), 1, 10**6,
                           integer=True)
     return ExperimentConfig(
         client=client,
         server=server,
         strategy=_parse_strategy(raw.get("strategy", {})),
-        num_rounds=_number("num_rounds", raw.get("num_rounds", 30), 1, 10**6, integer=True),
+        num_rounds=check_number("num_rounds", raw.get("num_rounds", 30), 1, 10**6, integer=True),
         num_clients=num_clients,
-        fraction_train=_number("fraction_train", raw.get("fraction_train", 0.5), 0.0, 1.0,
+        fraction_train=check_number("fraction_train", raw.get("fraction_train", 0.5), 0.0, 1.0,
                                low_open=True),
-        fraction_evaluate=_number("fraction_evaluate", raw.get("fraction_evaluate", 0.0),
+        fraction_evaluate=check_number("fraction_evaluate", raw.get("fraction_evaluate", 0.0),
                                   0.0, 1.0),
-        local_epochs=_number("local_epochs", raw.get("local_epochs", 1), 1, 10**4,
+        local_epochs=check_number("local_epochs", raw.get("local_epochs", 1), 1, 10**4,
                              integer=True),
-        batch_size=_number("batch_size", raw.get("batch_size", 32), 1, 2**20, integer=True),
-        lr=_number("lr", raw.get("lr", 0.01), 0.0, 100.0, low_open=True),
-        momentum=_number("momentum", raw.get("momentum", 0.9), 0.0, 1.0),
-        weight_decay=_number("weight_decay", raw.get("weight_decay", 0.0), 0.0, 1.0),
+        batch_size=check_number("batch_size", raw.get("batch_size", 32), 1, 2**20, integer=True),
+        lr=check_number("lr", raw.get("lr", 0.01), 0.0, 100.0, low_open=True),
+        momentum=check_number("momentum", raw.get("momentum", 0.9), 0.0, 1.0),
+        weight_decay=check_number("weight_decay", raw.get("weight_decay", 0.0), 0.0, 1.0),
         client_num_cpus=float(client_raw.get("num_cpus", 1)),
-        client_num_gpus=_number("client.num_gpus", client_raw.get("num_gpus", 0.0), 0.0,
+        client_num_gpus=check_number("client.num_gpus", client_raw.get("num_gpus", 0.0), 0.0,
                                 1024),
-        min_train_nodes=_number("min_train_nodes", raw.get("min_train_nodes", 1), 1,
+        min_train_nodes=check_number("min_train_nodes", raw.get("min_train_nodes", 1), 1,
                                 num_clients, integer=True),
-        round_timeout=_number("round_timeout", raw.get("round_timeout", 3600.0), 0.0,
+        round_timeout=check_number("round_timeout", raw.get("round_timeout", 3600.0), 0.0,
                               MAX_ROUND_TIMEOUT, low_open=True),
         resume_from=_optional_path(raw.get("resume_from")),
         output_dir=_optional_path(raw.get("output_dir")),
