@@ -48,16 +48,9 @@ def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
 
 def check_strategy_options(experiment: ExperimentConfig) -> None:
     """Build the strategy once, so that a bad ``strategy.*`` option fails before Ray starts."""
-    from fedrdskd.data import dataset_info
-    from fedrdskd.server_app import experiment_model_fn
-    from fedrdskd.strategies.registry import build_strategy
+    from fedrdskd.server_app import build_run_strategy
 
-    info = dataset_info(experiment.client.data.dataset)
-    strategy = experiment.strategy
-    build_strategy(strategy.name, strategy.options, target=strategy.target,
-                   model_fn=experiment_model_fn(experiment), num_classes=info.num_classes,
-                   input_shape=info.image_shape, device=experiment.server.device,
-                   seed=experiment.seed)
+    build_run_strategy(experiment)
 
 
 def run(config: DictConfig) -> None:

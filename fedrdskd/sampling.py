@@ -6,12 +6,19 @@ grid returns them in no fixed order, so even a seeded ``random`` would pick diff
 *partitions* in two runs with the same seed, and two strategies compared "on the same
 seed" would train on different clients.
 
-The ServerApp therefore asks every node once for its ``partition-id`` (a ``query``
-message that the fedrdskd ClientApp answers from its node config), hands the strategy
-a :class:`PartitionOrderedGrid` that lists node ids in partition order, and re-seeds
-``random`` from ``(seed, round)`` right before each round's sampling
-(:func:`seed_round_sampling`). Nodes that do not answer the query (another ClientApp)
-are listed after the known ones, by node id, with a warning.
+Three pieces make sampling follow the seed:
+
+- the ServerApp asks every node once for its ``partition-id`` (a ``query`` message that
+  the fedrdskd ClientApp answers from its node config) and hands the strategy a
+  :class:`PartitionOrderedGrid` (:func:`partition_ordered_grid`), which lists node ids
+  in partition order and returns every batch of replies in partition order, so that
+  aggregation sums in the same order in every run. Nodes that do not answer the query
+  (another ClientApp) are listed after the known ones, by node id, with a warning;
+- the strategy samples from its own stream seeded by ``(seed, round)``
+  (:class:`SeededSampling`, used by
+  :class:`~fedrdskd.strategies.client_ensemble.ClientEnsembleMixin`), swapped in for
+  ``random``'s state only while Flower samples, so the global ``random`` is never
+  re-seeded.
 
 Whether that worked goes into ``results.json`` as ``summary.sampling``
 (:meth:`PartitionOrderedGrid.sampling_record`): ``{"seeded", "nodes_reported",
@@ -21,8 +28,9 @@ Whether that worked goes into ``results.json`` as ``summary.sampling``
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
-from logging import WARNING
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
@@ -61,9 +69,43 @@ def query_partition_ids(grid: Grid, node_ids: Iterable[int], timeout: float) -> 
     return partitions
 
 
-def seed_round_sampling(seed: int, server_round: int) -> None:
-    """Re-seed ``random`` (which Flower samples clients with) for this round."""
-    random.seed(f"fedrdskd-sampling-{seed}-{server_round}")
+class SeededSampling:
+    """A client-sampling stream seeded by ``(seed, round)`` for Flower's ``random.sample``.
+
+    Flower's strategies sample with the global ``random``; :meth:`active` swaps this
+    round's stream in for the duration of a ``configure_train`` / ``configure_evaluate``
+    and swaps the global state back afterwards. A round's training and evaluation
+    sampling draw from one stream, started by :meth:`start_round`.
+
+    Parameters
+    ----------
+    seed : int | None
+        The experiment seed; ``None`` leaves sampling to the global ``random``.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._state: tuple[Any, ...] | None = None
+
+    def start_round(self, server_round: int) -> None:
+        """Restart the stream for ``server_round`` (the same in every run of the seed)."""
+        if self.seed is not None:
+            self._state = random.Random(f"fedrdskd-sampling-{self.seed}-{server_round}"
+                                        ).getstate()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Let ``random`` draw from this round's stream inside the ``with`` block."""
+        if self._state is None:
+            yield
+            return
+        outside = random.getstate()
+        random.setstate(self._state)
+        try:
+            yield
+        finally:
+            self._state = random.getstate()
+            random.setstate(outside)
 
 
 class PartitionOrderedGrid:
@@ -117,9 +159,15 @@ class PartitionOrderedGrid:
                        key=lambda n: (self.partitions[n], n))
         return known + sorted(unknown)
 
-    def in_partition_order(self, replies: Iterable[Message]) -> list[Message]:
-        """``replies`` sorted by their sender's partition, so that aggregation sums in
-        the same order in every run (reply arrival order varies)."""
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> list[Message]:
+        """The wrapped grid's ``send_and_receive``, replies in partition order.
+
+        Reply arrival order varies from run to run; sorted by their senders' partition
+        (unknown nodes last, by id), aggregation sums in the same order in every run.
+        """
+        replies = self._grid.send_and_receive(messages, timeout=timeout)
+
         def key(reply: Message) -> tuple[float, int]:
             node_id = reply.metadata.src_node_id
             return (self.partitions.get(node_id, float("inf")), node_id)
@@ -127,4 +175,23 @@ class PartitionOrderedGrid:
         return sorted(replies, key=key)
 
     def __getattr__(self, name: str) -> Any:
+        """Everything else is the wrapped grid's."""
         return getattr(self._grid, name)
+
+
+def partition_ordered_grid(grid: Grid, timeout: float) -> PartitionOrderedGrid:
+    """Ask every connected node for its partition id; the grid in partition order.
+
+    The log line "N nodes reported their partition id." is what
+    ``scripts/backfill_sampling.py`` reads from runs recorded before
+    ``summary.sampling`` existed: keep its wording.
+    """
+    node_ids = list(grid.get_node_ids())
+    partitions = query_partition_ids(grid, node_ids, timeout=timeout)
+    log(INFO, "%d nodes reported their partition id.", len(partitions))
+    if len(partitions) < len(node_ids):
+        log(WARNING, "%d of %d nodes did not report a partition id: client sampling "
+            "does not follow the seed (summary.sampling.seeded = false), so "
+            "fedrdskd-report will not pair this run with others.",
+            len(node_ids) - len(partitions), len(node_ids))
+    return PartitionOrderedGrid(grid, partitions, queried=node_ids)

@@ -13,20 +13,18 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import fedrdskd.conf
 from fedrdskd.cli import check_strategy_options, preflight
-from fedrdskd.data import DATASETS
 from fedrdskd.experiment import (LIST_OPTIONS, ExperimentConfig, experiment_from_dict,
                                  experiment_from_run_config, run_config_list,
                                  select_strategy_options, unflatten_run_config)
-from fedrdskd.models import build_model
+from fedrdskd.server_app import build_run_strategy
 from fedrdskd.strategies import ClientEnsembleMixin, DistillationMixin
 from fedrdskd.strategies.registry import (BASE_STRATEGIES, DISTILLATION_METHODS,
-                                          build_strategy, strategy_class)
+                                          strategy_class)
 
 CONF_DIR = Path(fedrdskd.conf.__file__).parent
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -74,20 +72,7 @@ def test_every_group_yaml_parses(group):
         assert parsed == name or group == "partition", (group, name, parsed)
 
 
-def strategy_from(experiment: ExperimentConfig):
-    info = DATASETS[experiment.client.data.dataset]
-
-    def model_fn() -> torch.nn.Module:
-        return build_model(experiment.client.model, num_classes=info.num_classes,
-                           image_shape=info.image_shape)
-
-    strategy = experiment.strategy
-    return build_strategy(
-        strategy.name, strategy.options, target=strategy.target, model_fn=model_fn,
-        num_classes=info.num_classes, input_shape=info.image_shape, device="cpu",
-        seed=experiment.seed, fraction_train=experiment.fraction_train,
-        min_train_nodes=experiment.min_train_nodes,
-        min_available_nodes=experiment.min_train_nodes)
+strategy_from = build_run_strategy
 
 
 @pytest.mark.parametrize("yaml_name", yaml_names("strategy"))

@@ -96,7 +96,7 @@ def arrays_differ(left: ArrayRecord, right: ArrayRecord) -> bool:
     return any(not torch.equal(left[name], right[name]) for name in left)
 
 
-EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds"}
+EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds", "num-sampled", "num-answered"}
 
 
 # ---- (a) no distillation == FedAvg ------------------------------------------------------
@@ -484,7 +484,7 @@ def test_decayed_to_zero_steps_returns_the_aggregate(monkeypatch, settings, serv
     ("ensemble_weighting", "median", "ensemble_weighting must be one of"),
     ("ensemble_combine", "median", r"ensemble_combine must be one of \('probabilities'"),
     ("input_shape", (8, 8), r"input_shape must be \(C, H, W\)"),
-    ("num_classes", 1, "num_classes must be >= 2"),
+    ("num_classes", 1, r"num_classes=1: allowed range is \[2, inf\]"),
 ])
 def test_constructor_validation(key, value, message):
     with pytest.raises(ValueError, match=message):
