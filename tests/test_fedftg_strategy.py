@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import logging
 import os
@@ -192,17 +193,33 @@ def test_distillation_state_round_trip_gives_identical_next_round():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("iterations", -1, "iterations must be an int >= 0"),
-    ("batch_size", 1, "batch_size must be an int >= 2"),
-    ("lr_decay", 0.0, "lr_decay must be a number in (0.0, 1.0]"),
-    ("student_lr", 0, "student_lr must be a number in (0.0"),
-    ("lambda_dis", -1.0, "lambda_dis must be a number in [0.0"),
-    ("student_loss_reduction", "sum", "student_loss_reduction must be one of"),
-    ("ensemble_weighting", "uniform", "ensemble_weighting must be 'class'"),
+    ("iterations", -1, "iterations=-1: allowed range is [0, inf]"),
+    ("iterations", 1.5, "iterations=1.5: must be an integer"),
+    ("batch_size", 1, "batch_size=1: allowed range is [2, inf]"),
+    ("lr_decay", 0.0, "lr_decay=0.0: allowed range is (0.0, 1.0]"),
+    ("student_lr", 0, "student_lr=0: allowed range is (0.0, 100.0]"),
+    ("lambda_dis", -1.0, "lambda_dis=-1.0: allowed range is [0.0, 1000000.0]"),
+    ("student_loss_reduction", "sum",
+     "student_loss_reduction='sum': allowed values are mean, batchmean"),
+    ("ensemble_weighting", "uniform", "ensemble_weighting='uniform': FedFTG's ensemble is"),
 ])
 def test_constructor_validation(key, value, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(f"Invalid config value {message}")):
         fedftg(**{key: value})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(iterations=0), "equivalent to its base strategy"),
+    (dict(generator_steps=0, student_steps=0), "equivalent to its base strategy"),
+    (dict(lambda_md=0.0, lambda_cls=0.0, lambda_dis=0.0), "do not train it"),
+])
+def test_degenerate_settings_warn_at_construction(caplog, settings, message):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedftg()
+    assert "FedFTG initialized" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedftg(**settings)
+    assert message in caplog.text
 
 
 def test_registry_resolves_fedftg_on_fedavg_and_on_fedprox():

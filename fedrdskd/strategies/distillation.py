@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from fedrdskd.checks import check_choice, invalid
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
 from fedrdskd.kd.interpolation import interpolate_states
@@ -122,14 +123,10 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self.step_size = StepSizeSelector(
             fixed_beta=student_interpolation, betas=tuple(validation_betas),
             clients=validation_clients, timeout=validation_timeout, seed=seed)
-        if ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
-            raise ValueError(f"ensemble_weighting must be one of {ENSEMBLE_WEIGHTINGS}, "
-                             f"got {ensemble_weighting!r}.")
-        if ensemble_combine not in ENSEMBLE_COMBINATIONS:
-            raise ValueError(f"ensemble_combine must be one of {ENSEMBLE_COMBINATIONS}, "
-                             f"got {ensemble_combine!r}.")
+        check_choice("ensemble_weighting", ensemble_weighting, ENSEMBLE_WEIGHTINGS)
+        check_choice("ensemble_combine", ensemble_combine, ENSEMBLE_COMBINATIONS)
         if len(tuple(input_shape)) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}.")
+            raise invalid("input_shape", input_shape, "must be (C, H, W)")
         self.input_shape = tuple(int(v) for v in input_shape)
         self.ensemble_weighting = ensemble_weighting
         self.ensemble_combine = ensemble_combine
