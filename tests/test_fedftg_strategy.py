@@ -117,7 +117,7 @@ def test_distillation_moves_global_model_towards_class_ensemble():
     for key in FTG_TERMS:
         assert key in metrics, key
     # held out: a fresh batch (fresh latents and labels) never used for training, scored
-    # against FedFTG's own target p_ens (run_distillation's kl-* use the logit ensemble)
+    # against FedFTG's own target p_ens (as run_distillation's kl-* are)
     batch = strategy.synthesizer.sample(256)
     with torch.no_grad():
         target = class_ensemble_probabilities(states, batch.images, batch.labels)

@@ -40,7 +40,7 @@ class SyntheticBatch:
 
 @runtime_checkable
 class Synthesizer(Protocol):
-    """Two verbs and a loss: train the generator one step, sample, score the student."""
+    """Two verbs, a target and a loss: train the generator, sample, score the student."""
 
     generator: nn.Module
 
@@ -56,7 +56,16 @@ class Synthesizer(Protocol):
     def student_loss(
         self, student_logits: torch.Tensor, teacher: Any, batch: SyntheticBatch
     ) -> torch.Tensor:
-        """Loss that pulls the student towards the teacher ensemble on ``batch``."""
+        """Loss that pulls the student towards :meth:`student_target` on ``batch``."""
+
+    def student_target(self, teacher: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """What the student is trained towards on ``batch``, as logits ``[B, C]``.
+
+        Its softmax is the target distribution at temperature 1 (RDSKD: the teacher's
+        output; FedFTG: the label-conditioned class-level ensemble). The loss and the
+        distillation loop's metrics both use it, so the metrics describe the target the
+        student is actually trained towards.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Generator and optimiser state, for warm starts and checkpoints."""

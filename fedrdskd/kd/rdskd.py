@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fedrdskd.kd.base import SyntheticBatch, Teacher
+from fedrdskd.kd.generators import generate_unchanged
 from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
 from fedrdskd.kd.synthetic_pool import SyntheticPool, augmenter
 
@@ -214,30 +215,26 @@ class RDSKDSynthesizer:
 
     @torch.no_grad()
     def _generate(self, batch_size: int) -> SyntheticBatch:
-        was_training = self.generator.training
-        self.generator.train(self.sample_batch_statistics)
-        buffers = [(b, b.clone()) for b in self.generator.buffers()]
-        images = self.generator(self.latents(batch_size))
-        for buffer, saved in buffers:
-            buffer.copy_(saved)
-        self.generator.train(was_training)
-        return SyntheticBatch(images=images)
+        return SyntheticBatch(images=generate_unchanged(
+            self.generator, self.latents(batch_size),
+            batch_statistics=self.sample_batch_statistics))
 
     def student_loss(
         self, student_logits: torch.Tensor, teacher: Teacher, batch: SyntheticBatch
     ) -> torch.Tensor:
-        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` (teacher without gradients).
+        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` against :meth:`student_target`."""
+        return kd_loss(student_logits, self.student_target(teacher, batch), self.temperature)
 
-        The teacher's outputs on a reused batch are computed once.
-        """
+    @torch.no_grad()
+    def student_target(self, teacher: Teacher, batch: SyntheticBatch) -> torch.Tensor:
+        """The teacher's logits ``T(x)`` (computed once for a reused batch)."""
         reused = self._cached is not None and batch is self._cached
         teacher_logits = self._cached_teacher if reused else None
         if teacher_logits is None:
-            with torch.no_grad():
-                teacher_logits = teacher(batch.images)
+            teacher_logits = teacher(batch.images)
             if reused:
                 self._cached_teacher = teacher_logits
-        return kd_loss(student_logits, teacher_logits, self.temperature)
+        return teacher_logits
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the generator, Adam, loss-reference, pool and RNG states."""

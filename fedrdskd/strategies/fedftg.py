@@ -220,9 +220,10 @@ class FedFTGMixin(DistillationMixin):
     def prepare_round(
         self, server_round: int, members: Sequence[ClientModel], teacher: TeacherEnsemble
     ) -> None:
-        """Hand the round's label counts and decayed generator lr to the synthesizer."""
+        """Start the synthesizer's round: label counts, the teacher's α, the decayed lr."""
         counts = np.stack([member.label_counts for member in members])
-        self.synthesizer.set_round(counts, lr=self.round_lr(self.generator_lr, server_round))
+        self.synthesizer.set_round(counts, teacher.weights,
+                                   lr=self.round_lr(self.generator_lr, server_round))
 
     def refine_global_model(
         self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
