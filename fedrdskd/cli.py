@@ -19,8 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrdskd.data import load_dataset
 from fedrdskd.experiment import ExperimentConfig, experiment_from_dict
-from fedrdskd.partitions import (format_label_summary, label_count_matrix,
-                                 partition_labels, plot_partition)
+from fedrdskd.partitions import (
+    format_label_summary,
+    label_count_matrix,
+    partition_labels,
+    plot_partition,
+)
 
 
 def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:

@@ -23,7 +23,8 @@ from flwr.serverapp.strategy import Strategy
 from fedrdskd import protocol as wire
 from fedrdskd.bookkeeping import ServerRun, load_test_set, round_diagnostics
 from fedrdskd.data import dataset_info
-from fedrdskd.experiment import ExperimentConfig, experiment_from_run_config
+from fedrdskd.experiment import ExperimentConfig
+from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.models import model_factory
 from fedrdskd.rounds import run_rounds
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn

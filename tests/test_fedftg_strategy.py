@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedProx
+from hydra_config import hydra_dict
+from mock_replies import FakeGrid, TinyNet, assert_same_arrays, tiny_model, train_reply
 
 from fedrdskd.strategies import FedFTG, FedFTGMixin
 from fedrdskd.strategies.registry import build_strategy, strategy_class
-from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
-                          train_reply)
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 8, 8)
@@ -242,31 +242,23 @@ def test_summary_logs_the_settings(caplog):
 
 
 # ---- configs -------------------------------------------------------------------------------
-CONF = Path(__file__).resolve().parents[1] / "fedrdskd" / "conf" / "strategy"
-
-
 @pytest.mark.parametrize("preset", ["fedftg", "fedftg_cpu"])
 def test_presets_build_with_every_key(preset):
-    import yaml
-
-    raw = yaml.safe_load((CONF / f"{preset}.yaml").read_text())
-    assert raw["name"] == "fedftg" and raw["base"] == "fedavg"
-    options = {k: v for k, v in raw.items() if k != "name"}
+    options = hydra_dict(f"strategy={preset}")["strategy"]
+    assert options.pop("name") == "fedftg" and options["base"] == "fedavg"
     strategy = build_strategy("fedftg", options, model_fn=TinyNet, num_classes=NUM_CLASSES,
                               input_shape=INPUT_SHAPE, device="cpu", seed=0)
     assert isinstance(strategy, FedFTG)
-    assert strategy.iterations == raw["iterations"]
+    assert strategy.iterations == options["iterations"]
 
 
-def test_presets_have_the_same_keys():
-    import yaml
-
-    full = yaml.safe_load((CONF / "fedftg.yaml").read_text())
-    cpu = yaml.safe_load((CONF / "fedftg_cpu.yaml").read_text())
-    assert full.keys() == cpu.keys()
+def test_cpu_preset_is_the_released_one_with_a_narrower_generator():
+    full = hydra_dict("strategy=fedftg")["strategy"]
+    cpu = hydra_dict("strategy=fedftg_cpu")["strategy"]
+    assert cpu == {**full, "generator_channels": 32}
     assert (full["iterations"], full["generator_steps"], full["student_steps"],
             full["batch_size"], full["generator_lr"], full["student_lr"],
-            full["lr_decay"]) == (10, 1, 5, 50, 0.01, 0.1, 0.998)
+            full["lr_decay"], full["generator_channels"]) == (10, 1, 5, 50, 0.01, 0.1, 0.998, 64)
 
 
 # ---- end to end ------------------------------------------------------------------------------

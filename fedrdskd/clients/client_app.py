@@ -22,7 +22,8 @@ from flwr.clientapp import ClientApp
 
 from fedrdskd import protocol as wire
 from fedrdskd.clients.training import evaluate, train
-from fedrdskd.experiment import ClientSettings, experiment_from_run_config
+from fedrdskd.experiment import ClientSettings
+from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.models import model_factory
 from fedrdskd.partitions import ClientData, load_client_data

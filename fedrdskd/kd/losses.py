@@ -197,8 +197,9 @@ class RDSKDGeneratorLoss:
 
     Parameters
     ----------
-    reference_interval : int (default: 120)
-        Steps between reference refreshes (the released code: 120, one epoch).
+    reference_interval : int
+        Steps between reference refreshes (the released code: 120, one epoch; the
+        strategy's ``reference_interval`` sets it).
     weight_authenticity : float (default: 1.0)
         ``w_oh``, weight of the authenticity term.
     weight_class_diversity : float (default: 1.0)
@@ -216,7 +217,7 @@ class RDSKDGeneratorLoss:
     def __init__(
         self,
         *,
-        reference_interval: int = 120,
+        reference_interval: int,
         weight_authenticity: float = 1.0,
         weight_class_diversity: float = 1.0,
         weight_inter_sample_diversity: float = 1.0,

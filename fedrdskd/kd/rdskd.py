@@ -48,8 +48,9 @@ class RDSKDSynthesizer:
     batch_size : int (default: 64)
         Latents per generator step (even: the inter-sample term pairs two halves;
         released code: 512).
-    reference_interval : int (default: 120)
-        Generator steps between refreshes of the loss references (released code: 120).
+    reference_interval : int
+        Generator steps between refreshes of the loss references (released code: 120;
+        the strategy's ``reference_interval`` sets it).
     temperature : float (default: 10.0)
         ``τ`` of the student's KD loss (released code: 10).
     weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float (default: 1.0)
@@ -94,10 +95,10 @@ class RDSKDSynthesizer:
         generator: nn.Module,
         *,
         latent_dim: int,
+        reference_interval: int,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         batch_size: int = 64,
-        reference_interval: int = 120,
         temperature: float = 10.0,
         weight_authenticity: float = 1.0,
         weight_class_diversity: float = 1.0,
