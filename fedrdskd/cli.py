@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra
 from flwr.common import log
+from flwr.serverapp.strategy import Strategy
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,11 +51,11 @@ def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
                    title=f"{data.dataset}: {partition.scheme} partition")
 
 
-def check_strategy_options(experiment: ExperimentConfig) -> None:
+def check_strategy_options(experiment: ExperimentConfig) -> Strategy:
     """Build the strategy once, so that a bad ``strategy.*`` option fails before Ray starts."""
     from fedrdskd.server_app import build_run_strategy
 
-    build_run_strategy(experiment)
+    return build_run_strategy(experiment)
 
 
 def run(config: DictConfig) -> None:

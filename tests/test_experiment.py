@@ -209,7 +209,10 @@ def test_bad_strategy_options_fail_before_the_simulation(overrides, message):
 
 
 def test_good_strategy_options_pass_the_check():
-    check_strategy_options(experiment_from_dict(hydra_dict("strategy=fedftg_cpu")))
+    strategy = check_strategy_options(experiment_from_dict(hydra_dict(
+        "strategy=fedftg_cpu", "strategy.base=fedprox", "+strategy.proximal_mu=0.3")))
+    assert type(strategy) is strategy_class("fedftg", base="fedprox")
+    assert (strategy.generator_channels, strategy.proximal_mu) == (32, 0.3)
 
 
 def test_fedrdskd_paper_preset_is_rdskd_as_published():

@@ -277,10 +277,19 @@ def test_class_weighting_with_label_counts():
     torch.testing.assert_close(weights, expected)
 
 
-def test_class_weighted_round_runs_without_label_counts():
+def test_class_weighted_round_without_label_counts_is_a_num_examples_round(caplog):
     replies = make_replies(client_states(), label_counts=False)
-    arrays, metrics = run_round(fedrdskd(generator_steps=1, student_steps=1), replies)
-    assert arrays is not None and "kd-loss" in metrics
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = run_round(fedrdskd(generator_steps=1, student_steps=1), replies)
+    assert "using 'num-examples' this round" in caplog.text
+    fallback, fallback_metrics = run_round(
+        fedrdskd(generator_steps=1, student_steps=1, ensemble_weighting="num-examples"),
+        make_replies(client_states(), label_counts=False))
+    assert_same_arrays(arrays, fallback)
+    assert metrics["kd-loss"] == fallback_metrics["kd-loss"]
+    with_counts, _ = run_round(fedrdskd(generator_steps=1, student_steps=1),
+                               make_replies(client_states()))
+    assert arrays_differ(with_counts, arrays)  # the weighting does matter
 
 
 # ---- (g) per-round metrics ------------------------------------------------------------
