@@ -27,12 +27,13 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.common import log
+
+from fedrdskd.report_runs import SEED_KEY, Run, StrategyRow, Table
 
 DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
     "output_dir", "resume_from", "data.root", "data.cache_dir", "data.download",
@@ -45,7 +46,6 @@ experiment), and the hardware/threads used (measurement settings, not the method
 A pattern also matches every key below it (``data`` matches ``data.root``);
 shell-style wildcards work (``server.*``)."""
 
-SEED_KEY = "seed"
 STRATEGY_PREFIX = "strategy."
 TABLE_PREFIXES = ("dataset.", "partition.")
 STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fedrdskd_paper",
@@ -80,45 +80,6 @@ configuration with a missing key."""
 
 class ConfigMismatchError(ValueError):
     """Runs that would be averaged or compared differ in more than the seed."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One ``results.json``: flat config, per-round rows and summary."""
-
-    results_path: Path
-    config: dict[str, Any]
-    rounds: list[dict[str, Any]]
-    summary: dict[str, Any]
-
-    @property
-    def run_dir(self) -> Path:
-        """The folder holding ``results.json``."""
-        return self.results_path.parent
-
-    @property
-    def seed(self) -> Any:
-        """The run's seed (``None`` if the config has none)."""
-        return self.config.get(SEED_KEY)
-
-
-@dataclass
-class StrategyRow:
-    """The runs of one strategy configuration in one table (one per seed)."""
-
-    label: str
-    name: str
-    options: dict[str, Any]
-    runs: list[Run] = field(default_factory=list)
-
-
-@dataclass
-class Table:
-    """One dataset x partition (x ``--split-by`` values) comparison."""
-
-    identity: dict[str, Any]
-    settings: dict[str, Any]
-    rows: list[StrategyRow]
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -344,16 +305,7 @@ def group_runs(runs: Sequence[Run], *, ignore_keys: Sequence[str] = DEFAULT_IGNO
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedrdskd-report`` console script; returns the exit code.
+if __name__ == "__main__":  # python -m fedrdskd.report (experiments/reports.sh)
+    from fedrdskd.report_cli import main
 
-    The command line lives in :mod:`fedrdskd.report_cli` (imported here on call, so
-    that the console script's import path ``fedrdskd.report:main`` stays).
-    """
-    from fedrdskd.report_cli import run_report
-
-    return run_report(argv)
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

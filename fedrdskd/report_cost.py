@@ -29,11 +29,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedrdskd.report import Run, StrategyRow
 from fedrdskd.report_measures import ENSEMBLE_KEYS, describe, number
+from fedrdskd.report_runs import Run, StrategyRow
 from fedrdskd.results import snake
-from fedrdskd.strategies.client_ensemble import (CLIENT_TRAIN_SECONDS_MAX_KEY,
-                                                 CLIENT_TRAIN_SECONDS_SUM_KEY)
+from fedrdskd.strategies.client_ensemble import (
+    CLIENT_TRAIN_SECONDS_MAX_KEY,
+    CLIENT_TRAIN_SECONDS_SUM_KEY,
+)
 
 CLIENT_MAX = snake(CLIENT_TRAIN_SECONDS_MAX_KEY)
 CLIENT_SUM = snake(CLIENT_TRAIN_SECONDS_SUM_KEY)

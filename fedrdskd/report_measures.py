@@ -1,6 +1,6 @@
 """Numbers of one run that the report's tables, pairs and costs are made of.
 
-Plain functions of a :class:`~fedrdskd.report.Run` (no plotting); missing,
+Plain functions of a :class:`~fedrdskd.report_runs.Run` (no plotting); missing,
 null and non-finite values read as ``None`` and are left out, never counted as 0.
 """
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from fedrdskd.report import Run
+from fedrdskd.report_runs import Run
 
 ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
                  "logits": "ensemble_accuracy_class_weighted"}

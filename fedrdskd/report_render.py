@@ -11,9 +11,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from fedrdskd.report import Table
-from fedrdskd.report_markdown import (render_cost, render_gain, render_paired,
-                                      render_paired_details)
+from fedrdskd.report_markdown import (
+    render_cost,
+    render_gain,
+    render_paired,
+    render_paired_details,
+)
+from fedrdskd.report_runs import Table
 from fedrdskd.report_sections import section
 
 MAIN_PARTITION_PARAMETER = {"dirichlet": "partition.alpha",

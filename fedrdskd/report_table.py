@@ -17,13 +17,22 @@ from typing import Any
 
 from flwr.common import log
 
-from fedrdskd.report import DEFAULT_IGNORED_KEYS, Run, StrategyRow, Table
+from fedrdskd.report import DEFAULT_IGNORED_KEYS
 from fedrdskd.report_cost import summarise_cost, summarise_gain
-from fedrdskd.report_measures import (ENSEMBLE_KEYS, at_round, best_accuracy, describe,
-                                      first_reaching, mean_accuracy_to_round, number,
-                                      server_seconds_per_round, total_seconds)
+from fedrdskd.report_measures import (
+    ENSEMBLE_KEYS,
+    at_round,
+    best_accuracy,
+    describe,
+    first_reaching,
+    mean_accuracy_to_round,
+    number,
+    server_seconds_per_round,
+    total_seconds,
+)
 from fedrdskd.report_paired import DEFAULT_BASELINE, summarise_paired
 from fedrdskd.report_render import NOTE, render_table, slug, table_labels, title
+from fedrdskd.report_runs import Run, StrategyRow, Table
 
 
 def ensemble_combination(runs: Sequence[Run]) -> str:
