@@ -20,17 +20,32 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states,
-                                 check_compatible, experiment_fingerprint, load_checkpoint,
-                                 load_strategy_state, restore_rng_states, save_checkpoint,
-                                 strategy_state)
+from fedrdskd.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    capture_rng_states,
+    check_compatible,
+    experiment_fingerprint,
+    load_checkpoint,
+    load_strategy_state,
+    restore_rng_states,
+    save_checkpoint,
+    strategy_state,
+)
 from fedrdskd.clients.training import evaluate
 from fedrdskd.data import ImageDataset, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig
 from fedrdskd.models import model_factory
-from fedrdskd.results import (RoundLog, centralised_metrics, plot_accuracy, round_rows, snake,
-                              summarise, write_results)
+from fedrdskd.results import (
+    RoundLog,
+    centralised_metrics,
+    plot_accuracy,
+    round_rows,
+    snake,
+    summarise,
+    write_results,
+)
 from fedrdskd.sampling import SAMPLING_SUMMARY_KEY, PartitionOrderedGrid, partition_ordered_grid
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn
 

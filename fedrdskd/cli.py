@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from logging import INFO
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from flwr.common import log
@@ -61,7 +62,7 @@ def check_strategy_options(experiment: ExperimentConfig) -> Strategy:
 def run(config: DictConfig) -> None:
     """Validate the config, check the data, then run the simulation."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    raw = OmegaConf.to_container(config, resolve=True)
+    raw = cast(dict[str, Any], OmegaConf.to_container(config, resolve=True))
     raw["output_dir"] = str(output_dir)
     experiment = experiment_from_dict(raw)
     check_strategy_options(experiment)

@@ -23,8 +23,12 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedrdskd.clients.client_app import (handle_candidates, handle_evaluate, handle_query,
-                                         handle_train)
+from fedrdskd.clients.client_app import (
+    handle_candidates,
+    handle_evaluate,
+    handle_query,
+    handle_train,
+)
 from fedrdskd.experiment import ClientSettings, ExperimentConfig
 from fedrdskd.protocol import CANDIDATES_MESSAGE_TYPE, NUM_PARTITIONS_KEY, PARTITION_ID_KEY
 

@@ -96,7 +96,7 @@ class SmallCNN(nn.Module):
 
 
 def resnet18_cifar(num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool.
+    """Torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool.
 
     The stem keeps 32x32 inputs at full resolution for the first stage (He et al.,
     2016, Sec. 4.2 use this stem for CIFAR-10). Global average pooling makes any

@@ -107,16 +107,16 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     FileNotFoundError
         If a path does not exist, or no ``results.json`` is found (naming the paths).
     """
-    paths = [Path(path) for path in paths]
+    folders = [Path(path) for path in paths]
     found: dict[Path, Path] = {}
-    for path in paths:
+    for path in folders:
         if not path.exists():
             raise FileNotFoundError(f"Run path '{path}' does not exist.")
         candidates = [path] if path.is_file() else sorted(path.rglob("results.json"))
         for candidate in candidates:
             found.setdefault(candidate.resolve(), candidate)
     if not found:
-        searched = ", ".join(f"'{path}'" for path in paths)
+        searched = ", ".join(f"'{path}'" for path in folders)
         raise FileNotFoundError(
             f"No results.json found at or below {searched}. Give run folders written "
             "by `fedrdskd` (or Hydra multirun folders holding them).")
@@ -144,7 +144,7 @@ def load_run(results_path: Path) -> Run | None:
         return None
     rounds = sorted(payload["rounds"], key=lambda row: row["round"])
     config = flatten_config(payload["config"])
-    for key, value in ADDED_STRATEGY_KEYS.get(config.get("strategy.name"), {}).items():
+    for key, value in ADDED_STRATEGY_KEYS.get(str(config.get("strategy.name")), {}).items():
         config.setdefault(key, value)
     return Run(results_path=Path(results_path), config=config,
                rounds=rounds, summary=dict(payload.get("summary") or {}))
@@ -264,8 +264,8 @@ def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[Strategy
     for variants in (group for group in by_name.values() if len(group) > 1):
         differing = _differences([variant.options for variant in variants])
         for variant in variants:
-            options = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
-            variant.label = f"{variant.name} ({options})"
+            described = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
+            variant.label = f"{variant.name} ({described})"
     order = {name: index for index, name in enumerate(STRATEGY_ORDER)}
     return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
 

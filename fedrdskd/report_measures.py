@@ -54,9 +54,8 @@ def mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
     """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
     accuracies = [number(at_round(run, server_round))
                   for server_round in range(1, last_round + 1)]
-    if any(accuracy is None for accuracy in accuracies):
-        return None
-    return float(np.mean(accuracies))
+    recorded = [accuracy for accuracy in accuracies if accuracy is not None]
+    return float(np.mean(recorded)) if len(recorded) == len(accuracies) else None
 
 
 def best_accuracy(run: Run) -> float | None:

@@ -122,7 +122,8 @@ def pair_runs(row: StrategyRow, baseline: StrategyRow, ignore_keys: Sequence[str
         A pair's configs differ outside ``strategy.*``: names the keys and run dirs.
     """
     by_seed = {run.seed: run for run in baseline.runs}
-    pairs, left_out = [], {"strategy_only": [], "baseline_only": [], "refused": []}
+    pairs = []
+    left_out: dict[str, list] = {"strategy_only": [], "baseline_only": [], "refused": []}
     for run in row.runs:
         partner = by_seed.get(run.seed)
         if partner is None:

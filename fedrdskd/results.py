@@ -6,9 +6,10 @@ Timing convention: ``round_seconds`` is the wall time of one round's federated p
 strategy); the centralised evaluation of the global model and the checkpoint are
 outside every round. The first round a process runs (round 1, or the first after a
 resume) also counts the run's set-up (waiting for the nodes and the partition-id query,
-where Ray starts its client workers), as every recorded run does; ``summary.setup_seconds``
-says how long it took. ``elapsed_seconds`` accumulates ``round_seconds``. ``server_seconds`` is the server's own
-work in the round (screening, aggregation, distillation).
+where Ray starts its client workers), as every recorded run does;
+``summary.setup_seconds`` says how long it took. ``elapsed_seconds`` accumulates
+``round_seconds``. ``server_seconds`` is the server's own work in the round (screening,
+aggregation, distillation).
 """
 
 from __future__ import annotations

@@ -31,13 +31,17 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from logging import INFO, WARNING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from fedrdskd.protocol import NODE_INFO_KEY, PARTITION_ID_KEY
+
+if TYPE_CHECKING:
+    from flwr.proto.node_pb2 import NodeInfo
+    from flwr.supercore.run import Run
 
 SAMPLING_SUMMARY_KEY = "sampling"
 """Key of the sampling record in ``results.json``'s ``summary``."""
@@ -64,8 +68,9 @@ def query_partition_ids(grid: Grid, node_ids: Iterable[int], timeout: float) -> 
         if not reply.has_content() or NODE_INFO_KEY not in reply.content:
             continue
         info = reply.content[NODE_INFO_KEY]
-        if PARTITION_ID_KEY in info:
-            partitions[reply.metadata.src_node_id] = int(info[PARTITION_ID_KEY])
+        partition = info.get(PARTITION_ID_KEY)
+        if isinstance(partition, (int, float)):
+            partitions[reply.metadata.src_node_id] = int(partition)
     return partitions
 
 
@@ -108,10 +113,10 @@ class SeededSampling:
             random.setstate(outside)
 
 
-class PartitionOrderedGrid:
-    """A Grid whose ``get_node_ids`` lists nodes in partition order.
+class PartitionOrderedGrid(Grid):
+    """A Grid that lists nodes, and returns replies, in partition order.
 
-    Everything else is delegated to the wrapped grid.
+    Everything else is the wrapped grid's.
 
     Parameters
     ----------
@@ -174,9 +179,32 @@ class PartitionOrderedGrid:
 
         return sorted(replies, key=key)
 
-    def __getattr__(self, name: str) -> Any:
-        """Everything else is the wrapped grid's."""
-        return getattr(self._grid, name)
+    # ---- the rest of the Grid interface: the wrapped grid's --------------------------
+    def set_run(self, run: Run) -> None:
+        """The wrapped grid's."""
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """The wrapped grid's."""
+        return self._grid.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """The wrapped grid's (deprecated in Flower)."""
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """The wrapped grid's."""
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """The wrapped grid's."""
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The wrapped grid's."""
+        return self._grid.pull_messages(message_ids)
 
 
 def partition_ordered_grid(grid: Grid, timeout: float) -> PartitionOrderedGrid:

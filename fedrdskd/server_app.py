@@ -24,9 +24,9 @@ from fedrdskd import protocol as wire
 from fedrdskd.bookkeeping import ServerRun, load_test_set, round_diagnostics
 from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ExperimentConfig
-from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.models import model_factory
 from fedrdskd.rounds import run_rounds
+from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn
 from fedrdskd.strategies.registry import build_strategy
 

@@ -23,10 +23,10 @@ from flwr.clientapp import ClientApp
 from fedrdskd import protocol as wire
 from fedrdskd.clients.training import evaluate, train
 from fedrdskd.experiment import ClientSettings
-from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.models import model_factory
 from fedrdskd.partitions import ClientData, load_client_data
+from fedrdskd.run_config import experiment_from_run_config
 from fedrdskd.sampling import partition_query_reply
 
 
@@ -45,7 +45,7 @@ def settings_from_context(context: Context) -> ClientSettings:
 
 
 def client_data(settings: ClientSettings, context: Context) -> ClientData:
-    """This node's partition (memoised per process by :func:`load_client_data`)."""
+    """The node's partition (memoised per process by :func:`load_client_data`)."""
     partition = settings.partition
     return load_client_data(
         settings.data.dataset, settings.data.root,
@@ -59,7 +59,7 @@ def client_data(settings: ClientSettings, context: Context) -> ClientData:
 
 
 def partition_of(context: Context) -> int:
-    """This node's partition id (from its node config)."""
+    """The node's partition id (from its node config)."""
     return int(context.node_config[wire.PARTITION_ID_KEY])
 
 

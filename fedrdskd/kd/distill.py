@@ -43,6 +43,7 @@ class DistillationSchedule:
     batch_size: int
 
     def __post_init__(self) -> None:
+        """Refuse counts that are not integers in range, naming the field."""
         for name, low in (("iterations", 1), ("generator_steps", 0), ("student_steps", 0),
                           ("batch_size", 1)):
             value = getattr(self, name)

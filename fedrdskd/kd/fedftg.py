@@ -223,9 +223,9 @@ class FedFTGSynthesizer:
 
     def begin_iteration(self) -> None:
         """Fix this iteration's ``B`` labels (next from the pool) and latents ``z``."""
-        self._require_round()
+        label_counts, _ = self._require_round()
         if self._pool.numel() < self.batch_size:
-            self._pool = sample_labels(self.label_counts,
+            self._pool = sample_labels(label_counts,
                                        self.iterations_per_round * self.batch_size, self.rng)
         self._labels = self._pool[:self.batch_size].to(self.device)
         self._pool = self._pool[self.batch_size:]
@@ -244,6 +244,7 @@ class FedFTGSynthesizer:
         """
         latents, labels = self._require_iteration()
         num_clients = self._check_teacher(teacher)
+        _, class_weights = self._require_round()
         parameters = [p for p in self.generator.parameters() if p.requires_grad]
         was_training = student.training
         student.eval()
@@ -253,7 +254,7 @@ class FedFTGSynthesizer:
             images = self.generator(latents, labels)
             total, values = client_generator_loss(
                 global_logits=student(images), client_logits=client_logits(teacher, client, images),
-                labels=labels, sample_weights=self.class_weights[client, labels],
+                labels=labels, sample_weights=class_weights[client, labels],
                 latents=latents, images=images, num_clients=num_clients, **self.lambdas)
             self.optimizer.zero_grad(set_to_none=True)
             if total.requires_grad:  # all weights 0: nothing to optimise
@@ -273,12 +274,13 @@ class FedFTGSynthesizer:
         proportion to the round's counts) and latents from a separate RNG, so such
         draws never change the training stream.
         """
-        if self._latents is not None and batch_size == self.batch_size:
+        latents, labels = self._latents, self._labels
+        if latents is not None and labels is not None and batch_size == self.batch_size:
             if "images" not in self._cache:
-                self._cache["images"] = self._generate(self._latents, self._labels)
-            return SyntheticBatch(images=self._cache["images"], labels=self._labels)
-        self._require_round()
-        labels = sample_labels(self.label_counts, batch_size, self.eval_rng).to(self.device)
+                self._cache["images"] = self._generate(latents, labels)
+            return SyntheticBatch(images=self._cache["images"], labels=labels)
+        label_counts, _ = self._require_round()
+        labels = sample_labels(label_counts, batch_size, self.eval_rng).to(self.device)
         latents = torch.randn(batch_size, self.latent_dim, generator=self.eval_rng)
         return SyntheticBatch(images=self._generate(latents.to(self.device), labels),
                               labels=labels)
@@ -300,13 +302,13 @@ class FedFTGSynthesizer:
         if batch.labels is None:
             raise ValueError("FedFTG's student target needs the batch's conditioning labels "
                              "(SyntheticBatch.labels is None).")
-        self._require_round()
+        _, class_weights = self._require_round()
         self._check_teacher(teacher)
         cached = batch.images is self._cache.get("images")
         targets = self._cache.get("targets") if cached else None
         if targets is None:
             targets = ensemble_soft_targets(teacher.member_logits(batch.images),
-                                            self.class_weights, batch.labels)
+                                            class_weights, batch.labels)
             if cached:
                 self._cache["targets"] = targets
         return targets
@@ -335,10 +337,12 @@ class FedFTGSynthesizer:
         return generate_unchanged(self.generator, latents, labels,
                                   batch_statistics=self.sample_batch_statistics)
 
-    def _require_round(self) -> None:
-        if self.class_weights is None:
+    def _require_round(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The round's label counts and class weights (set by :meth:`set_round`)."""
+        if self.label_counts is None or self.class_weights is None:
             raise RuntimeError("FedFTGSynthesizer: call set_round(label_counts) before "
                                "distilling (FedFTG needs the clients' label counts).")
+        return self.label_counts, self.class_weights
 
     def _require_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._latents is None or self._labels is None:
@@ -347,7 +351,7 @@ class FedFTGSynthesizer:
         return self._latents, self._labels
 
     def _check_teacher(self, teacher: Any) -> int:
-        num_clients = self.class_weights.shape[0]
+        num_clients = self._require_round()[1].shape[0]
         if not hasattr(teacher, "member_logits") or teacher.num_members != num_clients:
             raise ValueError(f"FedFTG needs a teacher with member_logits() and "
                              f"{num_clients} members (one per label-count row), got "
@@ -367,9 +371,9 @@ def _check_settings(*, num_classes: int, latent_dim: int, lr: float, batch_size:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}.")
-    for name, value in zip(("lambda_md", "lambda_cls", "lambda_dis"), lambdas):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    for name, weight in zip(("lambda_md", "lambda_cls", "lambda_dis"), lambdas):
+        if not weight >= 0:
+            raise ValueError(f"{name} must be >= 0, got {weight!r}.")
     if student_loss_reduction not in SOFT_CE_REDUCTIONS:
         raise ValueError(f"student_loss_reduction must be one of {SOFT_CE_REDUCTIONS}, "
                          f"got {student_loss_reduction!r}.")

@@ -53,8 +53,8 @@ class RDSKDSynthesizer:
         the strategy's ``reference_interval`` sets it).
     temperature : float (default: 10.0)
         ``τ`` of the student's KD loss (released code: 10).
-    weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float (default: 1.0)
-        Term weights for ablations (RDSKD: all 1; 0 switches a term off).
+    weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float
+        (default: 1.0) Term weights for ablations (RDSKD: all 1; 0 switches a term off).
     weight_hard_sample : float (default: 0.0)
         Weight of the student-aware hard-sample term
         (:func:`~fedrdskd.kd.losses.hard_sample_loss`; 0 = RDSKD, the student is then
@@ -206,6 +206,7 @@ class RDSKDSynthesizer:
             self._cached, self._cached_teacher = self._student_batch(), None
             self._uses_left = self.batch_reuse
         self._uses_left -= 1
+        assert self._cached is not None  # drawn above when the last batch was used up
         return self._cached
 
     def _student_batch(self) -> SyntheticBatch:

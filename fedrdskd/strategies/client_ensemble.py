@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
+from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -42,6 +43,11 @@ from flwr.serverapp import Grid
 from fedrdskd.checks import check_number
 from fedrdskd.sampling import SeededSampling
 from fedrdskd.strategies.replies import ClientModel, screen_replies
+
+if TYPE_CHECKING:  # what the mixin goes in front of (FedAvg and its subclasses)
+    from flwr.serverapp.strategy import FedAvg as _StrategyBase
+else:
+    _StrategyBase = object
 
 EnsembleEvaluateFn = Callable[[int, Sequence[ClientModel], ArrayRecord], dict[str, float]]
 """``(server_round, members, aggregate)``: ``aggregate`` is the base strategy's model
@@ -64,7 +70,7 @@ def client_train_seconds(members: Sequence[ClientModel]) -> dict[str, float]:
             CLIENT_TRAIN_SECONDS_MAX_KEY: float(max(seconds))}
 
 
-class ClientEnsembleMixin:
+class ClientEnsembleMixin(_StrategyBase):
     """Screen replies and expose the round's client models to a refinement hook.
 
     Parameters
@@ -75,9 +81,9 @@ class ClientEnsembleMixin:
         Number of classes (length of the clients' label counts).
     ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel], ArrayRecord], dict] | None
         (default: None) Diagnostic called every round with the valid client models
-        and the aggregate before refinement; its metrics (e.g. the ensemble's test accuracy) are added to the
-        round's train metrics. Its time is reported as ``diagnostics-seconds``, not as
-        ``server-seconds``.
+        and the aggregate before refinement; its metrics (e.g. the ensemble's test
+        accuracy) are added to the round's train metrics. Its time is reported as
+        ``diagnostics-seconds``, not as ``server-seconds``.
     sampling_seed : int | None (default: None)
         Sample each round's clients from a stream seeded by ``(sampling_seed, round)``
         (with a grid that lists nodes in partition order, the same partitions in every

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from flwr.common import log
@@ -37,7 +36,7 @@ from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.fedftg import FedFTGSynthesizer
 from fedrdskd.kd.fedftg_losses import SOFT_CE_REDUCTIONS
 from fedrdskd.strategies.distillation import DistillationMixin
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
 MISSING_LABEL_COUNTS = (
     "FedFTG needs every client's per-class label counts (class-level ensemble weights and "
@@ -140,13 +139,13 @@ class FedFTGMixin(DistillationMixin):
                                  ("batch_size", batch_size, 2), ("latent_dim", latent_dim, 1),
                                  ("generator_channels", generator_channels, 1)):
             check_number(name, value, low, integer=True)
-        for name, value in (("generator_lr", generator_lr), ("student_lr", student_lr)):
-            check_number(name, value, 0.0, 100.0, low_open=True)
+        for name, rate in (("generator_lr", generator_lr), ("student_lr", student_lr)):
+            check_number(name, rate, 0.0, 100.0, low_open=True)
         check_number("student_momentum", student_momentum, 0.0, 1.0)
         check_number("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
         lambdas = {"lambda_md": lambda_md, "lambda_cls": lambda_cls, "lambda_dis": lambda_dis}
-        for name, value in lambdas.items():
-            check_number(name, value, 0.0, 1e6)
+        for name, weight in lambdas.items():
+            check_number(name, weight, 0.0, 1e6)
         check_choice("student_loss_reduction", student_loss_reduction, SOFT_CE_REDUCTIONS)
         _warn_if_degenerate(iterations, generator_steps, student_steps, lambdas)
         self.iterations = int(iterations)
@@ -197,7 +196,8 @@ class FedFTGMixin(DistillationMixin):
             iterations_per_round=max(self.iterations, 1),
             student_loss_reduction=self.student_loss_reduction,
             persist_optimizer_state=self.persist_optimizer_state,
-            device=self.device, seed=self.seed, **self.lambdas)
+            lambda_md=self.lambdas["lambda_md"], lambda_cls=self.lambdas["lambda_cls"],
+            lambda_dis=self.lambdas["lambda_dis"], device=self.device, seed=self.seed)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """``I`` iterations of ``I_g`` generator and ``I_d`` global steps (none if I = 0)."""
@@ -221,9 +221,10 @@ class FedFTGMixin(DistillationMixin):
         self, server_round: int, members: Sequence[ClientModel], teacher: TeacherEnsemble
     ) -> None:
         """Start the synthesizer's round: label counts, the teacher's α, the decayed lr."""
-        counts = np.stack([member.label_counts for member in members])
-        self.synthesizer.set_round(counts, teacher.weights,
-                                   lr=self.round_lr(self.generator_lr, server_round))
+        counts = stacked_label_counts(members)
+        assert counts is not None  # refine_global_model refuses rounds without them
+        cast(FedFTGSynthesizer, self.synthesizer).set_round(
+            counts, teacher.weights, lr=self.round_lr(self.generator_lr, server_round))
 
     def refine_global_model(
         self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]

@@ -17,9 +17,8 @@ import copy
 import math
 from collections.abc import Sequence
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 import torch
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
@@ -31,7 +30,7 @@ from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.rdskd import RDSKDSynthesizer
 from fedrdskd.kd.synthetic_pool import AUGMENTATIONS
 from fedrdskd.strategies.distillation import DistillationMixin
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
 STUDENT_OPTIMIZERS = ("adam", "sgd")
 CLASS_PRIORS = ("uniform", "label-counts")
@@ -169,9 +168,9 @@ class RDSKDMixin(DistillationMixin):
         check_number("weight_hard_sample", weight_hard_sample, 0.0, 1e6)
         check_choice("class_prior", class_prior, CLASS_PRIORS)
         check_choice("student_optimizer", student_optimizer, STUDENT_OPTIMIZERS)
-        for name, value in (("generator_lr", generator_lr), ("student_lr", student_lr),
-                            ("temperature", temperature)):
-            check_number(name, value, 0.0, low_open=True)
+        for name, positive in (("generator_lr", generator_lr), ("student_lr", student_lr),
+                               ("temperature", temperature)):
+            check_number(name, positive, 0.0, low_open=True)
         if generator_steps == 0 and student_steps == 0:
             log(WARNING, "FedRDSKD initialized with `generator_steps=0` and "
                 "`student_steps=0`. This makes the strategy equivalent to its base strategy.")
@@ -236,17 +235,17 @@ class RDSKDMixin(DistillationMixin):
     def prepare_round(self, server_round: int, members: Sequence[ClientModel],
                       teacher: TeacherEnsemble) -> None:
         """Set the class-diversity target for this round's clients."""
-        self.synthesizer.set_class_prior(self._round_class_prior(members))
+        cast(RDSKDSynthesizer, self.synthesizer).set_class_prior(self._round_class_prior(members))
 
     def _round_class_prior(self, members: Sequence[ClientModel]) -> torch.Tensor | None:
         if self.class_prior == "uniform":
             return None
-        if any(member.label_counts is None for member in members):
+        counts = stacked_label_counts(members)
+        if counts is None:
             log(WARNING, "class_prior='label-counts' needs label counts from every client; "
                 "some did not send them, using a uniform class prior this round.")
             return None
-        return torch.as_tensor(np.stack([m.label_counts for m in members]).sum(axis=0),
-                               dtype=torch.float32)
+        return torch.as_tensor(counts.sum(axis=0), dtype=torch.float32)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """Generator and student steps, both scaled by ``strength_decay ** (round - 1)``."""

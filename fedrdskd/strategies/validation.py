@@ -28,11 +28,20 @@ from logging import WARNING
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import log
+from flwr.serverapp import Grid
 
 from fedrdskd.checks import check_choice, check_number
-from fedrdskd.protocol import (ACCURACIES_KEY, BETAS_KEY, CANDIDATE_CONFIG_KEY,
-                               CANDIDATE_END_KEY, CANDIDATE_REPLY_KEY, CANDIDATE_START_KEY,
-                               CANDIDATES_MESSAGE_TYPE, LOSSES_KEY, NUM_EXAMPLES_KEY)
+from fedrdskd.protocol import (
+    ACCURACIES_KEY,
+    BETAS_KEY,
+    CANDIDATE_CONFIG_KEY,
+    CANDIDATE_END_KEY,
+    CANDIDATE_REPLY_KEY,
+    CANDIDATE_START_KEY,
+    CANDIDATES_MESSAGE_TYPE,
+    LOSSES_KEY,
+    NUM_EXAMPLES_KEY,
+)
 
 VALIDATION_CLIENTS = ("others", "round")
 
@@ -87,7 +96,7 @@ def pooled_scores(replies: Iterable[Message], betas: Sequence[float]) -> Candida
         try:
             loss = np.asarray(record[LOSSES_KEY], dtype=float)
             accuracy = np.asarray(record[ACCURACIES_KEY], dtype=float)
-            examples = float(record[NUM_EXAMPLES_KEY])
+            examples = float(record[NUM_EXAMPLES_KEY])  # type: ignore[arg-type]  # caught
         except (KeyError, TypeError, ValueError):
             loss = accuracy = np.empty(0)
             examples = 0.0
@@ -136,7 +145,7 @@ class StepSizeSelector:
         self.fixed_beta = float(fixed_beta)
         self.betas = (0.0, *sorted(float(beta) for beta in betas)) if betas else ()
         self.clients, self.timeout, self.seed = clients, float(timeout), seed
-        self.grid = None
+        self.grid: Grid | None = None
 
     @property
     def validates(self) -> bool:
