@@ -61,6 +61,7 @@ PAPER_BEHAVIOUR: dict[str, Any] = {
     "strategy.validation_clients": "others", "strategy.validation_timeout": 600.0,
     "strategy.weight_authenticity": 1.0, "strategy.replay_pool_size": 0,
     "strategy.replay_fraction": 0.5, "strategy.synthetic_augmentation": "none",
+    "strategy.student_uses_generator_batch": False,
 }
 """FedRDSKD options added with the package's own mechanisms, at the values that give
 RDSKD as published (the ``fedrdskd_paper`` preset): what every FedRDSKD run recorded

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from fedrdskd.kd.interpolation import interpolate_states
-from fedrdskd.kd.losses import RDSKDGeneratorLoss, class_diversity_loss, hard_sample_loss
+from fedrdskd.kd.losses import (RDSKDGeneratorLoss, class_diversity_loss, hard_sample_loss,
+                                kd_loss)
 from test_rdskd import make_student, make_synthesizer, make_teacher
 
 LN4 = math.log(4.0)
@@ -149,6 +150,41 @@ def test_generator_step_drops_the_reused_batch() -> None:
     first = synthesizer.sample(16)
     synthesizer.generator_step(make_teacher(), make_student())
     assert synthesizer.sample(16) is not first
+
+
+def test_student_learns_on_the_generator_steps_batch_without_a_teacher_pass() -> None:
+    synthesizer = make_synthesizer(batch_reuse=2, student_uses_generator_batch=True)
+    teacher, student = CountingTeacher(make_teacher()), make_student()
+    seen = []
+    counting = teacher.teacher
+
+    def recording(images):
+        logits = counting(images)
+        seen.append((images.detach().clone(), logits.detach().clone()))
+        return logits
+
+    teacher.teacher = recording
+    synthesizer.generator_step(teacher, student)
+    assert teacher.calls == 1
+    first, second = synthesizer.sample(16), synthesizer.sample(16)
+    assert first is second and torch.equal(first.images, seen[0][0])
+    loss = synthesizer.student_loss(student(first.images), teacher, first)
+    assert teacher.calls == 1  # the generator step's teacher logits serve the student
+    torch.testing.assert_close(loss, kd_loss(student(first.images), seen[0][1],
+                                             synthesizer.temperature))
+    assert synthesizer.sample(16) is not first  # reused batch_reuse times, then fresh
+
+
+def test_generator_batch_for_the_student_is_off_by_default() -> None:
+    synthesizer = make_synthesizer(batch_reuse=2)
+    synthesizer.generator_step(make_teacher(), make_student())
+    assert synthesizer._uses_left == 0 and synthesizer._cached is None
+
+
+@pytest.mark.parametrize("options", [{"replay_pool_size": 8}, {"augmentation": "shift"}])
+def test_generator_batch_for_the_student_refuses_pool_and_augmentation(options) -> None:
+    with pytest.raises(ValueError, match="student_uses_generator_batch"):
+        make_synthesizer(student_uses_generator_batch=True, **options)
 
 
 def test_batch_reuse_validates() -> None:

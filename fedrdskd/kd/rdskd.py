@@ -76,6 +76,15 @@ class RDSKDSynthesizer:
         Applied to student batches (after pooling): ``"none"``, ``"shift"`` (random
         shifts of up to 4 pixels) or ``"shift-flip"`` (also left-right flips, for
         natural images). Generator steps always see the generator's raw output.
+    student_uses_generator_batch : bool (default: False)
+        Each generator step leaves its own batch (the images it generated and the
+        teacher's logits on them, detached) as the next student batch, served
+        ``batch_reuse`` times, instead of a fresh batch from the updated generator. It
+        saves one generator pass and one teacher pass per iteration: with a CNN
+        ensemble the teacher's forward pass is most of a student phase's cost
+        (``benchmarks/profile_distillation.py``). The student then learns on the
+        samples the generator has just made hard for it. Needs ``replay_pool_size=0``
+        and ``augmentation="none"`` (their images would need new teacher outputs).
     device : torch.device (default: cpu)
         Where the generator runs and latents are drawn.
     seed : int (default: 0)
@@ -112,6 +121,7 @@ class RDSKDSynthesizer:
         replay_pool_size: int = 0,
         replay_fraction: float = 0.5,
         augmentation: str = "none",
+        student_uses_generator_batch: bool = False,
     ) -> None:
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size must be an even number >= 2 (the inter-sample "
@@ -131,6 +141,12 @@ class RDSKDSynthesizer:
         self._cached: SyntheticBatch | None = None
         self._cached_teacher: torch.Tensor | None = None
         self._uses_left = 0
+        if student_uses_generator_batch and (replay_pool_size or augmentation != "none"):
+            raise ValueError(
+                "student_uses_generator_batch=True needs replay_pool_size=0 and "
+                f"augmentation='none', got replay_pool_size={replay_pool_size!r} and "
+                f"augmentation={augmentation!r}.")
+        self.student_uses_generator_batch = bool(student_uses_generator_batch)
         self.pool = SyntheticPool(replay_pool_size, replay_fraction)
         self.augmentation = augmentation
         self._augment = augmenter(augmentation)
@@ -178,20 +194,27 @@ class RDSKDSynthesizer:
         self.generator.train()
         images = self.generator(self.latents(self.batch_size))
         student_logits = student(images) if self.loss.uses_student else None
-        total, values = self.loss(images, teacher(images), student_logits)
+        teacher_logits = teacher(images)
+        total, values = self.loss(images, teacher_logits, student_logits)
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:  # all weights 0: nothing to optimise
             total.backward(inputs=list(self.generator.parameters()))
             self.optimizer.step()
-        self._drop_cached()  # the generator changed
+        if self.student_uses_generator_batch:
+            self._cached = SyntheticBatch(images=images.detach())
+            self._cached_teacher = teacher_logits.detach()
+            self._uses_left = self.batch_reuse
+        else:
+            self._drop_cached()  # the generator changed
         return values
 
     def sample(self, batch_size: int) -> SyntheticBatch:
         """Generated images, without gradients; sampling never changes the generator.
 
         A batch of the synthesizer's ``batch_size`` is reused for ``batch_reuse`` calls
-        (see the class docstring); other sizes are always drawn afresh and are neither
-        pooled nor augmented (they serve the metrics).
+        (see the class docstring), and with ``student_uses_generator_batch`` the last
+        generator step's batch is served first; other sizes are always drawn afresh and
+        are neither pooled nor augmented (they serve the metrics).
 
         With ``sample_batch_statistics`` (default) the generator's BatchNorm layers
         normalise with the batch's statistics, as in its training steps, and their
@@ -200,7 +223,7 @@ class RDSKDSynthesizer:
         """
         if batch_size != self.batch_size:
             return self._generate(batch_size)
-        if self.batch_reuse == 1:
+        if self.batch_reuse == 1 and self._uses_left == 0:
             return self._student_batch()
         if self._uses_left == 0:
             self._cached, self._cached_teacher = self._student_batch(), None

@@ -107,6 +107,11 @@ class RDSKDMixin(DistillationMixin):
     synthetic_augmentation : str (default: "none")
         ``"none"``, ``"shift"`` or ``"shift-flip"`` (random 4-pixel shifts, and
         left-right flips for natural images) on student batches.
+    student_uses_generator_batch : bool (default: False)
+        The student learns on the batch each generator step made (with the teacher's
+        outputs from that step) instead of a fresh batch: one generator and one teacher
+        pass less per iteration (most of the student phase's cost with CNN teachers).
+        Needs ``replay_pool_size=0`` and ``synthetic_augmentation="none"``.
     strength_decay : float (default: 0.5)
         Per-round factor on both step counts: round ``r`` takes
         ``round(steps * strength_decay ** (r - 1))`` generator and student steps
@@ -146,6 +151,7 @@ class RDSKDMixin(DistillationMixin):
         replay_pool_size: int = 0,
         replay_fraction: float = 0.5,
         synthetic_augmentation: str = "none",
+        student_uses_generator_batch: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -197,6 +203,7 @@ class RDSKDMixin(DistillationMixin):
         self.replay_pool_size = int(replay_pool_size)
         self.replay_fraction = float(replay_fraction)
         self.synthetic_augmentation = synthetic_augmentation
+        self.student_uses_generator_batch = bool(student_uses_generator_batch)
         self._last_student_optimizer: torch.optim.Optimizer | None = None
 
     def summary(self) -> None:
@@ -230,6 +237,7 @@ class RDSKDMixin(DistillationMixin):
             weight_authenticity=self.weight_authenticity,
             replay_pool_size=self.replay_pool_size, replay_fraction=self.replay_fraction,
             augmentation=self.synthetic_augmentation,
+            student_uses_generator_batch=self.student_uses_generator_batch,
             temperature=self.temperature, device=self.device, seed=self.seed)
 
     def prepare_round(self, server_round: int, members: Sequence[ClientModel],
