@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for newcomers and CI.
 #   ./run.sh test [pytest args]          set up .venv, then run the test suite
+#   ./run.sh lint                         set up .venv, then ruff and mypy on the package
 #   ./run.sh experiment [hydra overrides] set up .venv, then run an experiment (default: FedAvg on MNIST)
 #   ./run.sh setup                        only set up .venv
 # FEDRDSKD_VENV overrides where the virtual environment lives (default: .venv here).
@@ -23,6 +24,7 @@ shift || true
 case "$command" in
     setup) setup ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    lint) setup; "$VENV/bin/ruff" check; exec "$VENV/bin/mypy" ;;
     experiment) setup; exec "$VENV/bin/fedrdskd" "$@" ;;
-    *) echo "usage: ./run.sh {test|experiment|setup} [args...]" >&2; exit 2 ;;
+    *) echo "usage: ./run.sh {test|lint|experiment|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -40,7 +40,7 @@ from fedrdskd.diagnostics import load_round_models
 from fedrdskd.experiment import experiment_from_dict
 from fedrdskd.inprocess import partition_of_node
 from fedrdskd.partitions import load_client_data
-from fedrdskd.server_app import model_factory
+from fedrdskd.models import model_factory
 from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.strategies.registry import build_strategy
 
@@ -116,7 +116,8 @@ class Replay:
         data = self.experiment.client.data
         self.test = load_dataset(data.dataset, data.root, train=False,
                                  cache_dir=data.cache_dir)
-        self.model_fn = model_factory(self.experiment)
+        self.model_fn = model_factory(self.experiment.client.model,
+                                      self.experiment.client.data.dataset)
 
     def rounds(self, limit: int | None) -> list[int]:
         available = sorted(int(path.stem.split("-")[1])

@@ -88,8 +88,8 @@ def make_teacher(name: str, shape: tuple[int, int, int], members: int,
 def make_synthesizer(shape: tuple[int, int, int], width: int) -> RDSKDSynthesizer:
     torch.manual_seed(0)
     generator = DAFLGenerator(LATENT_DIM, shape, channels=width)
-    return RDSKDSynthesizer(generator, latent_dim=LATENT_DIM, batch_size=BATCH, device=CPU,
-                            seed=0)
+    return RDSKDSynthesizer(generator, latent_dim=LATENT_DIM, reference_interval=120,
+                            batch_size=BATCH, device=CPU, seed=0)
 
 
 def make_student(name: str, shape: tuple[int, int, int]) -> tuple[nn.Module,

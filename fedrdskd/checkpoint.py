@@ -8,16 +8,10 @@ continues with the next round and writes the full results (old rows + new).
 
 How rounds are driven
 ---------------------
-Flower's ``Strategy.start`` always runs rounds ``1..num_rounds`` and keeps the
-per-round metrics in a local ``Result`` until it returns. Resuming needs the *true*
-round number in every call (it is sent to the clients as ``server-round`` and seeds
-their shuffling; the distillation schedule decays with it; FedAdam's moments continue
-from it), and a checkpoint after each round needs the metrics so far. Offsetting the
-round numbers of ``start`` would mean wrapping every strategy method, so instead
-:func:`fedrdskd.server_app.run_rounds` runs the same loop as ``start`` (configure,
-send and receive, aggregate train, the same for evaluate, then the centralised
-evaluation) from any first round, with a hook after each round that writes the
-checkpoint. Uninterrupted and resumed runs both go through that loop.
+Uninterrupted and resumed runs both go through :func:`fedrdskd.rounds.run_rounds`
+(Flower's ``Strategy.start`` loop from any first round, see there why), whose
+after-round hook (:meth:`fedrdskd.bookkeeping.ServerRun.after_round`) writes the
+checkpoint.
 
 What a checkpoint holds
 -----------------------
@@ -31,15 +25,15 @@ What a checkpoint holds
   strategy given by ``_target_`` with other state is not covered;
 - the per-round metrics (clients' aggregated train/evaluate metrics, centralised
   test metrics and round times), from which the results rows are rebuilt;
-- the Python, NumPy and torch (CPU) RNG states. Flower samples the clients of a
-  round with ``random.sample``, so the Python state decides who trains next.
+- the Python, NumPy and torch (CPU) RNG states. (Client sampling does not depend on
+  them: the strategy samples from a stream seeded by ``(seed, round)``, see
+  :mod:`fedrdskd.sampling`.)
 
 Resuming gives the same results as an uninterrupted run with the same seed (up to
-floating point on the same hardware) provided the Grid reports the same node ids in
-the same order, as the in-process test Grid does. After a real restart the
-simulation engine assigns new random node ids, so *which* partitions train in later
-rounds may differ from an uninterrupted run; the restored model, strategy state and
-schedule are the same.
+floating point on the same hardware): the restored model, strategy state and schedule
+are the same, and client sampling, seeded by ``(seed, round)`` over the nodes in
+partition order, picks the same partitions as long as every node reports its
+partition id (``summary.sampling.seeded``).
 
 Checkpoints are pickles (``torch.load(weights_only=False)``, because they hold NumPy
 RNG states and the synthesizers' NumPy arrays): resume only from files you wrote.
@@ -83,7 +77,8 @@ class Checkpoint:
     train_metrics, evaluate_metrics : dict[int, dict[str, Any]]
         The clients' aggregated train / evaluate metrics per round.
     recorder : dict[str, Any]
-        :meth:`~fedrdskd.results.RoundRecorder.state` (test metrics, round times).
+        The centralised test metrics and round times so far: ``{"evaluations": {round:
+        {"test_loss", "test_accuracy"}}, "wall-seconds": {round: seconds}}``.
     rng : dict[str, Any]
         :func:`capture_rng_states`.
     fingerprint : dict[str, Any]

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 from logging import INFO
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from flwr.common import log
+from flwr.serverapp.strategy import Strategy
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fedrdskd.data import load_dataset
 from fedrdskd.experiment import ExperimentConfig, experiment_from_dict
-from fedrdskd.partitions import (format_label_summary, label_count_matrix,
-                                 partition_labels, plot_partition)
+from fedrdskd.partitions import (
+    format_label_summary,
+    label_count_matrix,
+    partition_labels,
+    plot_partition,
+)
 
 
 def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
@@ -46,24 +52,17 @@ def preflight(experiment: ExperimentConfig, output_dir: Path) -> None:
                    title=f"{data.dataset}: {partition.scheme} partition")
 
 
-def check_strategy_options(experiment: ExperimentConfig) -> None:
+def check_strategy_options(experiment: ExperimentConfig) -> Strategy:
     """Build the strategy once, so that a bad ``strategy.*`` option fails before Ray starts."""
-    from fedrdskd.data import dataset_info
-    from fedrdskd.server_app import model_factory
-    from fedrdskd.strategies.registry import build_strategy
+    from fedrdskd.server_app import build_run_strategy
 
-    info = dataset_info(experiment.client.data.dataset)
-    strategy = experiment.strategy
-    build_strategy(strategy.name, strategy.options, target=strategy.target,
-                   model_fn=model_factory(experiment), num_classes=info.num_classes,
-                   input_shape=info.image_shape, device=experiment.server.device,
-                   seed=experiment.seed)
+    return build_run_strategy(experiment)
 
 
 def run(config: DictConfig) -> None:
     """Validate the config, check the data, then run the simulation."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    raw = OmegaConf.to_container(config, resolve=True)
+    raw = cast(dict[str, Any], OmegaConf.to_container(config, resolve=True))
     raw["output_dir"] = str(output_dir)
     experiment = experiment_from_dict(raw)
     check_strategy_options(experiment)

@@ -86,6 +86,7 @@ class ImageDataset:
     info: DatasetInfo
 
     def __len__(self) -> int:
+        """The number of images."""
         return int(self.labels.shape[0])
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageDataset:

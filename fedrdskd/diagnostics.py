@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
 from fedrdskd.clients.training import evaluate
 from fedrdskd.data import ImageDataset, batches
 from fedrdskd.kd.ensemble import TeacherEnsemble, combine_member_logits, ensemble_weights
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
 
 def ensemble_test_accuracies(
@@ -44,8 +43,8 @@ def ensemble_test_accuracies(
     sizes = [m.num_examples for m in members]
     weightings = {"size-weighted": ensemble_weights(
         "num-examples", num_examples=sizes, label_counts=None, num_classes=num_classes)}
-    if all(m.label_counts is not None for m in members):
-        counts = np.stack([m.label_counts for m in members])
+    counts = stacked_label_counts(members)
+    if counts is not None:
         weightings["class-weighted"] = ensemble_weights(
             "class", num_examples=sizes, label_counts=counts, num_classes=num_classes)
     # The plain per-model loop: on CPU at LeNet scale the vmap path measured ~4x slower
@@ -54,7 +53,7 @@ def ensemble_test_accuracies(
                               weightings["size-weighted"], device=device, batched=False)
     weightings = {name: weights.to(device) for name, weights in weightings.items()}
     combinations = {"": "logits", "-probabilities": "probabilities"}
-    correct = {name + suffix: 0 for name in weightings for suffix in combinations}
+    correct = {name + suffix: 0.0 for name in weightings for suffix in combinations}
     for images, labels in batches(test, batch_size, shuffle=False, generator=None):
         with torch.no_grad():
             member_logits = teacher.member_logits(images.to(device))

@@ -2,7 +2,7 @@
 
 Both entry points end here: the Hydra CLI passes its resolved config as a nested dict,
 and ``flwr run .`` passes the app's run config (flat, dotted, kebab-case keys) which
-:func:`experiment_from_run_config` unflattens. Everything downstream (ServerApp,
+:func:`fedrdskd.run_config.experiment_from_run_config` unflattens. Everything downstream (ServerApp,
 ClientApp, strategies, data) receives these dataclasses or plain keyword arguments,
 never a Hydra ``DictConfig``. Invalid values raise ``ValueError`` naming the key and
 the allowed values *before* Ray starts.
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from fedrdskd.checks import check_choice, check_number
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
-from fedrdskd.strategies.registry import DISTILLATION_METHODS, STRATEGY_NAMES
+from fedrdskd.partitions import PARTITION_SCHEMES
+from fedrdskd.strategies.registry import STRATEGY_NAMES
 
-PARTITION_SCHEMES = ("dirichlet", "pathological", "iid")
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
 
 
@@ -52,7 +53,7 @@ class ClientSettings:
     data: DataSettings
     partition: PartitionSettings
     model: str
-    seed: int
+    seed: int = 0
     send_label_counts: bool = True
     num_threads: int = 1
 
@@ -115,27 +116,14 @@ class ExperimentConfig:
         return self.client.seed
 
 
-def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"Invalid config value {key}={value!r}: {allowed}.")
+def defaults(settings: type) -> dict[str, Any]:
+    """The field defaults of a settings dataclass: the one place each default is written.
 
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    _require(value in allowed, key, value, f"allowed values are {', '.join(allowed)}")
-    return str(value)
-
-
-def _number(key: str, value: Any, low: float, high: float, *, low_open=False,
-            integer=False) -> Any:
-    kind = "an integer" if integer else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (not integer or float(value).is_integer())
-    _require(ok, key, value, f"must be {kind}")
-    above = value > low if low_open else value >= low
-    bracket = "(" if low_open else "["
-    _require(above and value <= high, key, value,
-             f"allowed range is {bracket}{low}, {high}]")
-    return int(value) if integer else float(value)
+    A key missing from the parsed dict (an older ``results.json``, a partial dict in a
+    test or benchmark) takes this value; ``fedrdskd/conf/config.yaml``,
+    ``[tool.flwr.app.config]`` and the README mirror it (checked by the tests).
+    """
+    return {item.name: item.default for item in fields(settings) if item.default is not MISSING}
 
 
 def _unset(value: Any) -> bool:
@@ -144,35 +132,75 @@ def _unset(value: Any) -> bool:
 
 
 def _optional_count(key: str, value: Any) -> int | None:
-    return None if _unset(value) else _number(key, value, 1, 2**31 - 1, integer=True)
+    return None if _unset(value) else check_number(key, value, 1, 2**31 - 1, integer=True)
 
 
 def _optional_path(value: Any) -> str | None:
     return None if _unset(value) else str(value)
 
 
+def _section(raw: Mapping[str, Any], key: str, settings: type) -> dict[str, Any]:
+    """``raw[key]`` over the defaults of ``settings``."""
+    return {**defaults(settings), **raw.get(key, {})}
+
+
 def _parse_partition(raw: Mapping[str, Any], num_classes: int) -> PartitionSettings:
-    scheme = _choice("partition.name", raw.get("name", "dirichlet"), PARTITION_SCHEMES)
+    partition = _section(raw, "partition", PartitionSettings)
     return PartitionSettings(
-        scheme=scheme,
-        alpha=_number("partition.alpha", raw.get("alpha", 0.5), 0.0, math.inf,
-                      low_open=True),
-        classes_per_client=_number("partition.classes_per_client",
-                                   raw.get("classes_per_client", 2), 1, num_classes,
-                                   integer=True),
-        min_partition_size=_number("partition.min_partition_size",
-                                   raw.get("min_partition_size", 10), 0, math.inf,
-                                   integer=True),
-        test_fraction=_number("partition.test_fraction", raw.get("test_fraction", 0.1),
-                              0.0, 0.9),
+        scheme=check_choice("partition.name", partition.get("name", partition["scheme"]),
+                            PARTITION_SCHEMES),
+        alpha=check_number("partition.alpha", partition["alpha"], 0.0, math.inf,
+                           low_open=True),
+        classes_per_client=check_number("partition.classes_per_client",
+                                        partition["classes_per_client"], 1, num_classes,
+                                        integer=True),
+        min_partition_size=check_number("partition.min_partition_size",
+                                        partition["min_partition_size"], 0, math.inf,
+                                        integer=True),
+        test_fraction=check_number("partition.test_fraction", partition["test_fraction"],
+                                   0.0, 0.9),
     )
 
 
 def _parse_strategy(raw: Mapping[str, Any]) -> StrategySettings:
-    name = _choice("strategy.name", raw.get("name", "fedavg"), STRATEGY_NAMES)
-    options = {k: v for k, v in raw.items() if k not in ("name", "_target_")}
-    return StrategySettings(name=name, target=raw.get("_target_"),
+    strategy = raw.get("strategy", {})
+    name = check_choice("strategy.name",
+                        strategy.get("name", defaults(StrategySettings)["name"]),
+                        STRATEGY_NAMES)
+    options = {k: v for k, v in strategy.items() if k not in ("name", "_target_")}
+    return StrategySettings(name=name, target=strategy.get("_target_"),
                             options=MappingProxyType(options))
+
+
+def _parse_client(raw: Mapping[str, Any], dataset: str, num_cpus: float) -> ClientSettings:
+    data = _section(raw, "data", DataSettings)
+    client = _section(raw, "client", ClientSettings)
+    return ClientSettings(
+        data=DataSettings(dataset=dataset, root=_optional_path(data["root"]),
+                          download=bool(data["download"]),
+                          cache_dir=_optional_path(data["cache_dir"])),
+        partition=_parse_partition(raw, DATASETS[dataset].num_classes),
+        model=check_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
+        seed=check_number("seed", raw.get("seed", defaults(ClientSettings)["seed"]), 0,
+                          2**31 - 1, integer=True),
+        send_label_counts=bool(client["send_label_counts"]),
+        num_threads=max(1, int(math.ceil(num_cpus))),
+    )
+
+
+def _parse_server(raw: Mapping[str, Any]) -> ServerSettings:
+    server = _section(raw, "server", ServerSettings)
+    return ServerSettings(
+        device=str(server["device"]),
+        num_threads=check_number("server.num_threads", server["num_threads"], 1, 1024,
+                                 integer=True),
+        evaluate_ensemble=bool(server["evaluate_ensemble"]),
+        eval_batch_size=check_number("server.eval_batch_size", server["eval_batch_size"], 1,
+                                     2**20, integer=True),
+        ensemble_eval_samples=_optional_count("server.ensemble_eval_samples",
+                                              server["ensemble_eval_samples"]),
+        save_client_models=bool(server["save_client_models"]),
+    )
 
 
 def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -181,7 +209,8 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     Parameters
     ----------
     raw : Mapping[str, Any]
-        Nested plain dict with the keys of ``fedrdskd/conf/config.yaml``.
+        Nested plain dict with the keys of ``fedrdskd/conf/config.yaml``; missing keys
+        take the dataclasses' defaults.
 
     Returns
     -------
@@ -193,147 +222,36 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     ValueError
         Naming the offending key, its value and the allowed values or range.
     """
-    dataset = _choice("dataset.name", raw.get("dataset", {}).get("name"),
-                      tuple(DATASETS))
-    num_classes = DATASETS[dataset].num_classes
-    data_raw = raw.get("data", {})
+    top = {**defaults(ExperimentConfig), **raw}
     client_raw = raw.get("client", {})
-    server_raw = raw.get("server", {})
-    client = ClientSettings(
-        data=DataSettings(dataset=dataset, root=_optional_path(data_raw.get("root")),
-                          download=bool(data_raw.get("download", False)),
-                          cache_dir=_optional_path(data_raw.get("cache_dir"))),
-        partition=_parse_partition(raw.get("partition", {}), num_classes),
-        model=_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
-        seed=_number("seed", raw.get("seed", 0), 0, 2**31 - 1, integer=True),
-        send_label_counts=bool(client_raw.get("send_label_counts", True)),
-        num_threads=max(1, int(math.ceil(_number(
-            "client.num_cpus", client_raw.get("num_cpus", 1), 0.0, 1024, low_open=True)))),
-    )
-    server = ServerSettings(
-        device=str(server_raw.get("device", "cpu")),
-        num_threads=_number("server.num_threads", server_raw.get("num_threads", 2), 1,
-                            1024, integer=True),
-        evaluate_ensemble=bool(server_raw.get("evaluate_ensemble", True)),
-        eval_batch_size=_number("server.eval_batch_size",
-                                server_raw.get("eval_batch_size", 1000), 1, 2**20,
-                                integer=True),
-        ensemble_eval_samples=_optional_count(
-            "server.ensemble_eval_samples", server_raw.get("ensemble_eval_samples")),
-        save_client_models=bool(server_raw.get("save_client_models", False)),
-    )
-    num_clients = _number("num_clients", raw.get("num_clients", 20), 1, 10**6,
-                          integer=True)
+    dataset = check_choice("dataset.name", raw.get("dataset", {}).get("name"), tuple(DATASETS))
+    num_cpus = check_number("client.num_cpus",
+                            client_raw.get("num_cpus", top["client_num_cpus"]), 0.0, 1024,
+                            low_open=True)
+    num_clients = check_number("num_clients", top["num_clients"], 1, 10**6, integer=True)
     return ExperimentConfig(
-        client=client,
-        server=server,
-        strategy=_parse_strategy(raw.get("strategy", {})),
-        num_rounds=_number("num_rounds", raw.get("num_rounds", 30), 1, 10**6, integer=True),
+        client=_parse_client(raw, dataset, num_cpus),
+        server=_parse_server(raw),
+        strategy=_parse_strategy(raw),
+        num_rounds=check_number("num_rounds", top["num_rounds"], 1, 10**6, integer=True),
         num_clients=num_clients,
-        fraction_train=_number("fraction_train", raw.get("fraction_train", 0.5), 0.0, 1.0,
-                               low_open=True),
-        fraction_evaluate=_number("fraction_evaluate", raw.get("fraction_evaluate", 0.0),
-                                  0.0, 1.0),
-        local_epochs=_number("local_epochs", raw.get("local_epochs", 1), 1, 10**4,
-                             integer=True),
-        batch_size=_number("batch_size", raw.get("batch_size", 32), 1, 2**20, integer=True),
-        lr=_number("lr", raw.get("lr", 0.01), 0.0, 100.0, low_open=True),
-        momentum=_number("momentum", raw.get("momentum", 0.9), 0.0, 1.0),
-        weight_decay=_number("weight_decay", raw.get("weight_decay", 0.0), 0.0, 1.0),
-        client_num_cpus=float(client_raw.get("num_cpus", 1)),
-        client_num_gpus=_number("client.num_gpus", client_raw.get("num_gpus", 0.0), 0.0,
-                                1024),
-        min_train_nodes=_number("min_train_nodes", raw.get("min_train_nodes", 1), 1,
-                                num_clients, integer=True),
-        round_timeout=_number("round_timeout", raw.get("round_timeout", 3600.0), 0.0,
-                              MAX_ROUND_TIMEOUT, low_open=True),
-        resume_from=_optional_path(raw.get("resume_from")),
-        output_dir=_optional_path(raw.get("output_dir")),
+        fraction_train=check_number("fraction_train", top["fraction_train"], 0.0, 1.0,
+                                    low_open=True),
+        fraction_evaluate=check_number("fraction_evaluate", top["fraction_evaluate"], 0.0, 1.0),
+        local_epochs=check_number("local_epochs", top["local_epochs"], 1, 10**4, integer=True),
+        batch_size=check_number("batch_size", top["batch_size"], 1, 2**20, integer=True),
+        lr=check_number("lr", top["lr"], 0.0, 100.0, low_open=True),
+        momentum=check_number("momentum", top["momentum"], 0.0, 1.0),
+        weight_decay=check_number("weight_decay", top["weight_decay"], 0.0, 1.0),
+        client_num_cpus=float(num_cpus),
+        client_num_gpus=check_number("client.num_gpus",
+                                     client_raw.get("num_gpus", top["client_num_gpus"]),
+                                     0.0, 1024),
+        min_train_nodes=check_number("min_train_nodes", top["min_train_nodes"], 1,
+                                     num_clients, integer=True),
+        round_timeout=check_number("round_timeout", top["round_timeout"], 0.0,
+                                   MAX_ROUND_TIMEOUT, low_open=True),
+        resume_from=_optional_path(top["resume_from"]),
+        output_dir=_optional_path(top["output_dir"]),
         resolved=MappingProxyType(dict(raw)),
     )
-
-
-def unflatten_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn Flower's flat run config (``"partition.alpha"``, kebab-case) into a nested dict.
-
-    Parameters
-    ----------
-    run_config : Mapping[str, Any]
-        ``context.run_config`` from ``[tool.flwr.app.config]`` plus ``--run-config``.
-
-    Returns
-    -------
-    dict[str, Any]
-        The same nesting and snake_case keys as the Hydra config.
-    """
-    nested: dict[str, Any] = {}
-    for flat_key, value in run_config.items():
-        parts = [part.replace("-", "_") for part in str(flat_key).split(".")]
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
-
-
-def select_strategy_options(strategy: Mapping[str, Any]) -> dict[str, Any]:
-    """The chosen strategy's options from a run config's ``strategy`` section.
-
-    A SuperLink rejects run-config keys that ``[tool.flwr.app.config]`` does not list,
-    so that table lists every strategy's options in its own section
-    (``strategy.fedrdskd.generator-steps``, ``strategy.fedprox.proximal-mu`` ...).
-    The run uses the section of ``strategy.name`` and, for a distillation method, of
-    its ``strategy.base`` (e.g. FedProx's ``proximal-mu`` under FedRDSKD on FedProx);
-    keys directly under ``strategy.`` apply to any strategy and win.
-
-    Raises
-    ------
-    ValueError
-        For a section that names no strategy.
-    """
-    sections = {k: v for k, v in strategy.items() if isinstance(v, Mapping)}
-    flat = {k: v for k, v in strategy.items() if not isinstance(v, Mapping)}
-    unknown = sorted(set(sections) - set(STRATEGY_NAMES))
-    if unknown:
-        raise ValueError(f"Invalid run-config section strategy.{unknown[0]}.*: allowed "
-                         f"sections are {', '.join(STRATEGY_NAMES)}.")
-    name = flat.get("name", "fedavg")
-    options: dict[str, Any] = {}
-    if name in DISTILLATION_METHODS:
-        options.update(sections.get(flat.get("base", "fedavg"), {}))
-    options.update(sections.get(name, {}))
-    options.update(flat)
-    if name not in DISTILLATION_METHODS:
-        options.pop("base", None)  # only distillation methods sit on a base strategy
-    for key in [key for key in options if key.replace("-", "_") in LIST_OPTIONS]:
-        options[key] = run_config_list(key, options[key])
-    return options
-
-
-LIST_OPTIONS = ("validation_betas",)
-"""Strategy options that are lists; a run config (no lists) gives them as ``"0.5,1"``."""
-
-
-def run_config_list(key: str, value: Any) -> list[float]:
-    """``"0.5,1"`` -> ``[0.5, 1.0]`` (``""`` -> ``[]``); lists pass through.
-
-    Raises
-    ------
-    ValueError
-        Naming the key, if an item is not a number.
-    """
-    if not isinstance(value, str):
-        return list(value)
-    try:
-        return [float(item) for item in value.split(",") if item.strip()]
-    except ValueError:
-        raise ValueError(f"Invalid run-config value strategy.{key}={value!r}: expected "
-                         "comma-separated numbers, e.g. \"0.5,1\".") from None
-
-
-def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
-    """Parse ``context.run_config`` of a ``flwr run`` into an :class:`ExperimentConfig`."""
-    raw = unflatten_run_config(run_config)
-    if isinstance(raw.get("strategy"), Mapping):
-        raw["strategy"] = select_strategy_options(raw["strategy"])
-    return experiment_from_dict(raw)

@@ -23,10 +23,14 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedrdskd.clients.client_app import (handle_candidates, handle_evaluate, handle_query,
-                                         handle_train)
+from fedrdskd.clients.client_app import (
+    handle_candidates,
+    handle_evaluate,
+    handle_query,
+    handle_train,
+)
 from fedrdskd.experiment import ClientSettings, ExperimentConfig
-from fedrdskd.protocol import CANDIDATES_MESSAGE_TYPE
+from fedrdskd.protocol import CANDIDATES_MESSAGE_TYPE, NUM_PARTITIONS_KEY, PARTITION_ID_KEY
 
 SERVER_NODE_ID = 1
 RUN_ID = 1
@@ -41,8 +45,8 @@ def partition_of_node(node_id: int) -> int:
 def node_context(node_id: int, partition_id: int, num_partitions: int) -> Context:
     """The context a SuperNode of partition ``partition_id`` gives its ClientApp."""
     return Context(run_id=RUN_ID, node_id=node_id,
-                   node_config={"partition-id": partition_id,
-                                "num-partitions": num_partitions},
+                   node_config={PARTITION_ID_KEY: partition_id,
+                                NUM_PARTITIONS_KEY: num_partitions},
                    state=RecordDict(), run_config={})
 
 

@@ -8,11 +8,14 @@ ResNet-18 keeps torchvision's BatchNorm.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torchvision
 from torch import nn
+
+from fedrdskd.data import dataset_info
 
 MODEL_NAMES = ("lenet5", "lenet5_half", "cnn", "resnet18")
 
@@ -93,7 +96,7 @@ class SmallCNN(nn.Module):
 
 
 def resnet18_cifar(num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool.
+    """Torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool.
 
     The stem keeps 32x32 inputs at full resolution for the first stage (He et al.,
     2016, Sec. 4.2 use this stem for CIFAR-10). Global average pooling makes any
@@ -146,3 +149,25 @@ def build_model(name: str, *, num_classes: int,
         raise ValueError(f"Invalid image_shape={image_shape!r}: must be (C, H, W) with "
                          "positive sizes.")
     return _BUILDERS[name](num_classes, shape)
+
+
+def model_factory(name: str, dataset: str) -> Callable[[], nn.Module]:
+    """A ``model_fn``: builds a fresh ``name`` model for ``dataset``'s classes and images.
+
+    The ServerApp, the strategies and the ClientApp all build their models with it.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODEL_NAMES`.
+    dataset : str
+        A name of :data:`fedrdskd.data.DATASETS`.
+
+    Returns
+    -------
+    Callable[[], nn.Module]
+        A picklable function of no arguments (see :func:`build_model` for seeding).
+    """
+    info = dataset_info(dataset)
+    return functools.partial(build_model, name, num_classes=info.num_classes,
+                             image_shape=info.image_shape)

@@ -24,7 +24,7 @@ Plain NumPy/SciPy: no Flower, no plotting, no report layout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +123,10 @@ def wins_ties_losses(differences: Sequence[float], tolerance: float,
 
 
 def verdict(interval: Interval | None, num_seeds: int, higher_is_better: bool = True) -> str:
-    """``better`` / ``worse`` when ``interval`` excludes 0, else ``no detectable difference``
-    (``not paired`` for 0 seeds)."""
+    """``better`` / ``worse`` when ``interval`` excludes 0, else ``no detectable difference``.
+
+    ``not paired`` for 0 seeds.
+    """
     if num_seeds == 0:
         return NOT_PAIRED
     if interval is None or not interval.excludes_zero():
@@ -159,7 +161,7 @@ def compare_paired(differences: Sequence[float], *, tolerance: float,
     wins, ties, losses = wins_ties_losses(values, tolerance, higher_is_better)
     mean = float(np.mean(values)) if values else None
     outcome = verdict(interval, len(values), higher_is_better)
-    if outcome in (BETTER, WORSE) and abs(mean) <= tolerance + 1e-12:
+    if outcome in (BETTER, WORSE) and mean is not None and abs(mean) <= tolerance + 1e-12:
         outcome = no_difference(len(values))  # a tie, however narrow the interval
     return {"n": len(values), "differences": values, "mean": mean,
             "interval": interval.as_dict() if interval else None,
@@ -167,7 +169,7 @@ def compare_paired(differences: Sequence[float], *, tolerance: float,
             "wins": wins, "ties": ties, "losses": losses, "verdict": outcome}
 
 
-def detectable_rounds(per_round: dict[int, Sequence[float]],
+def detectable_rounds(per_round: Mapping[int, Sequence[float]],
                       higher_is_better: bool = True) -> dict[str, list[int]]:
     """Rounds whose paired t interval lies entirely above / below 0.
 

@@ -54,8 +54,11 @@ def _flower_partitioner(num_partitions: int, scheme: str, *, alpha: float,
                         classes_per_client: int, min_partition_size: int, seed: int):
     # Imported here: flwr_datasets (with HF datasets) takes ~2 s to import, and only
     # the process that partitions needs it.
-    from flwr_datasets.partitioner import (DirichletPartitioner, IidPartitioner,
-                                           PathologicalPartitioner)
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        PathologicalPartitioner,
+    )
 
     if scheme == "dirichlet":
         return DirichletPartitioner(num_partitions=num_partitions, partition_by="label",

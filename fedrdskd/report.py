@@ -27,12 +27,13 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.common import log
+
+from fedrdskd.report_runs import SEED_KEY, Run, StrategyRow, Table
 
 DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
     "output_dir", "resume_from", "data.root", "data.cache_dir", "data.download",
@@ -45,7 +46,6 @@ experiment), and the hardware/threads used (measurement settings, not the method
 A pattern also matches every key below it (``data`` matches ``data.root``);
 shell-style wildcards work (``server.*``)."""
 
-SEED_KEY = "seed"
 STRATEGY_PREFIX = "strategy."
 TABLE_PREFIXES = ("dataset.", "partition.")
 STRATEGY_ORDER = ("fedavg", "fedprox", "fedadam", "fedtrimmedavg", "fedftg", "fedrdskd_paper",
@@ -83,45 +83,6 @@ class ConfigMismatchError(ValueError):
     """Runs that would be averaged or compared differ in more than the seed."""
 
 
-@dataclass(frozen=True)
-class Run:
-    """One ``results.json``: flat config, per-round rows and summary."""
-
-    results_path: Path
-    config: dict[str, Any]
-    rounds: list[dict[str, Any]]
-    summary: dict[str, Any]
-
-    @property
-    def run_dir(self) -> Path:
-        """The folder holding ``results.json``."""
-        return self.results_path.parent
-
-    @property
-    def seed(self) -> Any:
-        """The run's seed (``None`` if the config has none)."""
-        return self.config.get(SEED_KEY)
-
-
-@dataclass
-class StrategyRow:
-    """The runs of one strategy configuration in one table (one per seed)."""
-
-    label: str
-    name: str
-    options: dict[str, Any]
-    runs: list[Run] = field(default_factory=list)
-
-
-@dataclass
-class Table:
-    """One dataset x partition (x ``--split-by`` values) comparison."""
-
-    identity: dict[str, Any]
-    settings: dict[str, Any]
-    rows: list[StrategyRow]
-
-
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> ``{"a.b": value}`` with snake_case keys (``-`` becomes ``_``)."""
     flat: dict[str, Any] = {}
@@ -147,16 +108,16 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     FileNotFoundError
         If a path does not exist, or no ``results.json`` is found (naming the paths).
     """
-    paths = [Path(path) for path in paths]
+    folders = [Path(path) for path in paths]
     found: dict[Path, Path] = {}
-    for path in paths:
+    for path in folders:
         if not path.exists():
             raise FileNotFoundError(f"Run path '{path}' does not exist.")
         candidates = [path] if path.is_file() else sorted(path.rglob("results.json"))
         for candidate in candidates:
             found.setdefault(candidate.resolve(), candidate)
     if not found:
-        searched = ", ".join(f"'{path}'" for path in paths)
+        searched = ", ".join(f"'{path}'" for path in folders)
         raise FileNotFoundError(
             f"No results.json found at or below {searched}. Give run folders written "
             "by `fedrdskd` (or Hydra multirun folders holding them).")
@@ -184,7 +145,7 @@ def load_run(results_path: Path) -> Run | None:
         return None
     rounds = sorted(payload["rounds"], key=lambda row: row["round"])
     config = flatten_config(payload["config"])
-    for key, value in ADDED_STRATEGY_KEYS.get(config.get("strategy.name"), {}).items():
+    for key, value in ADDED_STRATEGY_KEYS.get(str(config.get("strategy.name")), {}).items():
         config.setdefault(key, value)
     return Run(results_path=Path(results_path), config=config,
                rounds=rounds, summary=dict(payload.get("summary") or {}))
@@ -304,8 +265,8 @@ def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[Strategy
     for variants in (group for group in by_name.values() if len(group) > 1):
         differing = _differences([variant.options for variant in variants])
         for variant in variants:
-            options = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
-            variant.label = f"{variant.name} ({options})"
+            described = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
+            variant.label = f"{variant.name} ({described})"
     order = {name: index for index, name in enumerate(STRATEGY_ORDER)}
     return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
 
@@ -345,16 +306,7 @@ def group_runs(runs: Sequence[Run], *, ignore_keys: Sequence[str] = DEFAULT_IGNO
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedrdskd-report`` console script; returns the exit code.
+if __name__ == "__main__":  # python -m fedrdskd.report (experiments/reports.sh)
+    from fedrdskd.report_cli import main
 
-    The command line lives in :mod:`fedrdskd.report_cli` (imported here on call, so
-    that the console script's import path ``fedrdskd.report:main`` stays).
-    """
-    from fedrdskd.report_cli import run_report
-
-    return run_report(argv)
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -79,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_report(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, write the report; returns the exit code (2 on a refusal)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fedrdskd-report``: parse ``argv``, write the report; the exit code.
+
+    Returns 2 on a refusal (logged with what to do).
+    """
     args = build_parser().parse_args(argv)
     try:
         runs = [run for run in map(load_run, find_results(args.run_dirs)) if run]

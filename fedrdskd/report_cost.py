@@ -27,13 +27,15 @@ with ``lead_r >= LEAD_THRESHOLD`` the mean share of the lead captured
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from fedrdskd.report import Run, StrategyRow
 from fedrdskd.report_measures import ENSEMBLE_KEYS, describe, number
+from fedrdskd.report_runs import Run, StrategyRow
 from fedrdskd.results import snake
-from fedrdskd.strategies.client_ensemble import (CLIENT_TRAIN_SECONDS_MAX_KEY,
-                                                 CLIENT_TRAIN_SECONDS_SUM_KEY)
+from fedrdskd.strategies.client_ensemble import (
+    CLIENT_TRAIN_SECONDS_MAX_KEY,
+    CLIENT_TRAIN_SECONDS_SUM_KEY,
+)
 
 CLIENT_MAX = snake(CLIENT_TRAIN_SECONDS_MAX_KEY)
 CLIENT_SUM = snake(CLIENT_TRAIN_SECONDS_SUM_KEY)
@@ -60,8 +62,11 @@ def compute_seconds(run: Run) -> list[float] | None:
 
 def server_client_ratio(run: Run) -> float | None:
     """Mean over rounds of ``server_seconds / client_train_seconds_max``."""
-    ratios = [number(row.get(SERVER)) / number(row.get(CLIENT_MAX)) for row in run.rounds
-              if number(row.get(SERVER)) is not None and (number(row.get(CLIENT_MAX)) or 0) > 0]
+    ratios = []
+    for row in run.rounds:
+        server, client = number(row.get(SERVER)), number(row.get(CLIENT_MAX))
+        if server is not None and client is not None and client > 0:
+            ratios.append(server / client)
     return _mean(ratios)
 
 
@@ -80,7 +85,7 @@ def mean_accuracy_over_compute(run: Run, span: float | None) -> float | None:
     if span is None or not seconds or initial is None or None in accuracies:
         return None
     held, start, area = initial, 0.0, 0.0
-    for accuracy, duration in zip(accuracies, seconds):
+    for accuracy, duration in zip(cast(list[float], accuracies), seconds):
         end = min(start + duration, span)
         area += held * max(end - start, 0.0)
         start, held = start + duration, accuracy

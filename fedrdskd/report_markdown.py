@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedrdskd.paired import ACCURACY_TIE_TOLERANCE, BOOTSTRAP_MIN_SEEDS, ROUNDS_TIE_TOLERANCE
+from fedrdskd.paired import (
+    ACCURACY_TIE_TOLERANCE,
+    BOOTSTRAP_MIN_SEEDS,
+    ROUNDS_TIE_TOLERANCE,
+)
 from fedrdskd.report_sections import section
 
 NOT_AVAILABLE = "n/a"

@@ -1,6 +1,6 @@
 """Numbers of one run that the report's tables, pairs and costs are made of.
 
-Plain functions of a :class:`~fedrdskd.report.Run` (no plotting); missing,
+Plain functions of a :class:`~fedrdskd.report_runs.Run` (no plotting); missing,
 null and non-finite values read as ``None`` and are left out, never counted as 0.
 """
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from fedrdskd.report import Run
+from fedrdskd.report_runs import Run
 
 ENSEMBLE_KEYS = {"probabilities": "ensemble_accuracy_class_weighted_probabilities",
                  "logits": "ensemble_accuracy_class_weighted"}
@@ -55,9 +54,8 @@ def mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
     """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
     accuracies = [number(at_round(run, server_round))
                   for server_round in range(1, last_round + 1)]
-    if any(accuracy is None for accuracy in accuracies):
-        return None
-    return float(np.mean(accuracies))
+    recorded = [accuracy for accuracy in accuracies if accuracy is not None]
+    return float(np.mean(recorded)) if len(recorded) == len(accuracies) else None
 
 
 def best_accuracy(run: Run) -> float | None:

@@ -22,13 +22,26 @@ from typing import Any
 
 from flwr.common import log
 
-from fedrdskd.paired import (ACCURACY_TIE_TOLERANCE, BOOTSTRAP_MIN_SEEDS,
-                             BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ROUNDS_TIE_TOLERANCE,
-                             compare_paired, detectable_rounds, t_interval)
-from fedrdskd.report import Run, StrategyRow, Table, shared_settings
+from fedrdskd.paired import (
+    ACCURACY_TIE_TOLERANCE,
+    BOOTSTRAP_MIN_SEEDS,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    ROUNDS_TIE_TOLERANCE,
+    compare_paired,
+    detectable_rounds,
+    t_interval,
+)
+from fedrdskd.report import shared_settings
 from fedrdskd.report_cost import mean_accuracy_over_compute
-from fedrdskd.report_measures import (at_round, best_accuracy, first_reaching,
-                                      mean_accuracy_to_round, number)
+from fedrdskd.report_measures import (
+    at_round,
+    best_accuracy,
+    first_reaching,
+    mean_accuracy_to_round,
+    number,
+)
+from fedrdskd.report_runs import Run, StrategyRow, Table
 from fedrdskd.sampling import SAMPLING_SUMMARY_KEY
 
 DEFAULT_BASELINE = "fedavg"
@@ -109,7 +122,8 @@ def pair_runs(row: StrategyRow, baseline: StrategyRow, ignore_keys: Sequence[str
         A pair's configs differ outside ``strategy.*``: names the keys and run dirs.
     """
     by_seed = {run.seed: run for run in baseline.runs}
-    pairs, left_out = [], {"strategy_only": [], "baseline_only": [], "refused": []}
+    pairs = []
+    left_out: dict[str, list] = {"strategy_only": [], "baseline_only": [], "refused": []}
     for run in row.runs:
         partner = by_seed.get(run.seed)
         if partner is None:

@@ -1,5 +1,7 @@
-"""Plots of ``fedrdskd-report``: accuracy vs round and vs wall-clock seconds per table,
-and the paired per-round difference to the baseline.
+"""Plots of ``fedrdskd-report``: accuracy per round and per second, paired differences.
+
+Per table: accuracy vs round and vs wall-clock seconds, and the paired per-round
+difference to the baseline.
 
 Each strategy is one solid line (mean over seeds) with a band from the minimum to the
 maximum over seeds; the class-weighted client ensemble, where recorded, is a dashed

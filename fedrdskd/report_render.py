@@ -1,7 +1,8 @@
-"""Markdown of ``report.md``: the note, each table's heading and settings, the table
-over seeds, and the order of a table's sections (paired first; their Markdown is in
-:mod:`fedrdskd.report_markdown`). Sections are marked for inclusion in other
-documents (:mod:`fedrdskd.report_sections`).
+"""Markdown of ``report.md``: the note, table headings and settings, the order of sections.
+
+Each table's heading and settings, the table over seeds, and the order of a table's
+sections (paired first; their Markdown is in :mod:`fedrdskd.report_markdown`). Sections
+are marked for inclusion in other documents (:mod:`fedrdskd.report_sections`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from fedrdskd.report import Table
-from fedrdskd.report_markdown import (render_cost, render_gain, render_paired,
-                                      render_paired_details)
+from fedrdskd.report_markdown import (
+    render_cost,
+    render_gain,
+    render_paired,
+    render_paired_details,
+)
+from fedrdskd.report_runs import Table
 from fedrdskd.report_sections import section
 
 MAIN_PARTITION_PARAMETER = {"dirichlet": "partition.alpha",
@@ -39,14 +44,16 @@ NOTE = (
     "(client max + server) and averages it up to the table's shortest run.")
 
 def table_labels(tables: Sequence[Table]) -> list[list[tuple[str, Any]]]:
-    """What tells each table apart: dataset, partition, its main parameter, and every
-    other identity key whose value is not the same in all tables."""
+    """What tells each table apart: dataset, partition, its main parameter, and so on.
+
+    Every other identity key whose value is not the same in all tables is included too.
+    """
     keys = sorted(set().union(*(table.identity for table in tables)))
     varying = [key for key in keys if len({json.dumps(table.identity.get(key))
                                             for table in tables}) > 1]
     labels = []
     for table in tables:
-        scheme = table.identity.get("partition.name")
+        scheme = str(table.identity.get("partition.name"))
         chosen = ["dataset.name", "partition.name", MAIN_PARTITION_PARAMETER.get(scheme, "")]
         chosen += [key for key in varying if key not in chosen]
         labels.append([(key, table.identity[key]) for key in chosen if key in table.identity])
@@ -124,8 +131,11 @@ def render_main_table(table: dict[str, Any]) -> list[str]:
 
 
 def render_table(table: dict[str, Any]) -> list[str]:
-    """Markdown lines of one summarised table: heading and settings, the paired
-    comparison first, then the table over seeds with its plots, cost and gain."""
+    """Markdown lines of one summarised table.
+
+    Heading and settings, the paired comparison first, then the table over seeds with
+    its plots, cost and gain.
+    """
     settings = ", ".join(f"{key.removesuffix('.name')}={table['settings'][key]}"
                          for key in HEADLINE_SETTINGS if key in table["settings"])
     paired, plots = table["paired"], table.get("plots", {})

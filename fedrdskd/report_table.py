@@ -17,18 +17,30 @@ from typing import Any
 
 from flwr.common import log
 
-from fedrdskd.report import DEFAULT_IGNORED_KEYS, Run, StrategyRow, Table
+from fedrdskd.report import DEFAULT_IGNORED_KEYS
 from fedrdskd.report_cost import summarise_cost, summarise_gain
-from fedrdskd.report_measures import (ENSEMBLE_KEYS, at_round, best_accuracy, describe,
-                                      first_reaching, mean_accuracy_to_round, number,
-                                      server_seconds_per_round, total_seconds)
+from fedrdskd.report_measures import (
+    ENSEMBLE_KEYS,
+    at_round,
+    best_accuracy,
+    describe,
+    first_reaching,
+    mean_accuracy_to_round,
+    number,
+    server_seconds_per_round,
+    total_seconds,
+)
 from fedrdskd.report_paired import DEFAULT_BASELINE, summarise_paired
 from fedrdskd.report_render import NOTE, render_table, slug, table_labels, title
+from fedrdskd.report_runs import Run, StrategyRow, Table
 
 
 def ensemble_combination(runs: Sequence[Run]) -> str:
-    """``"probabilities"`` if every run recorded that class-weighted ensemble, else
-    ``"logits"`` (runs recorded before it existed): one kind per table."""
+    """Which class-weighted ensemble a table shows: one kind per table.
+
+    ``"probabilities"`` if every run recorded it, else ``"logits"`` (runs recorded
+    before it existed).
+    """
     key = ENSEMBLE_KEYS["probabilities"]
     every_run = all(any(key in row for row in run.rounds) for run in runs)
     return "probabilities" if every_run else "logits"
@@ -208,9 +220,10 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
                          "where the plots' axis should start, e.g. 0.9.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries, written = [], []
+    summaries: list[dict[str, Any]] = []
+    written: list[Path] = []
     for table, label in zip(tables, table_labels(tables)):
-        summary = {"id": slug(label), "title": title(label)}
+        summary: dict[str, Any] = {"id": slug(label), "title": title(label)}
         summary.update(summarise_table(table, targets=targets, at_rounds=at_rounds,
                                        mean_to_round=mean_to_round, baseline=baseline,
                                        ignore_keys=ignore_keys, heading=summary["title"]))

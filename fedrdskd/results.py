@@ -1,10 +1,15 @@
-"""Recording a run: centralised evaluation per round, timings, ``results.json``, a plot.
+"""Recording a run: the per-round log line, ``results.json`` rows and summary, a plot.
 
-Timing convention: ``round_seconds`` is the wall time of one round *without* the
-centralised evaluation of the global model and without the client-ensemble
-diagnostics (both are measurement, identical in cost for every strategy);
-``elapsed_seconds`` accumulates it. ``server_seconds`` is the server's own work in the
-round (screening, aggregation, distillation).
+Timing convention: ``round_seconds`` is the wall time of one round's federated part
+(training and federated evaluation, measured by :func:`fedrdskd.rounds.run_rounds`)
+*without* the client-ensemble diagnostics (measurement, identical in cost for every
+strategy); the centralised evaluation of the global model and the checkpoint are
+outside every round. The first round a process runs (round 1, or the first after a
+resume) also counts the run's set-up (waiting for the nodes and the partition-id query,
+where Ray starts its client workers), as every recorded run does;
+``summary.setup_seconds`` says how long it took. ``elapsed_seconds`` accumulates
+``round_seconds``. ``server_seconds`` is the server's own work in the round (screening,
+aggregation, distillation).
 """
 
 from __future__ import annotations
@@ -12,17 +17,17 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from logging import INFO
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import MetricRecord
 from flwr.common import log
 from flwr.serverapp.strategy import Result
 
-EvaluateModel = Callable[[ArrayRecord], tuple[float, float]]
+TEST_LOSS_KEY = "test-loss"
+TEST_ACCURACY_KEY = "test-accuracy"
 
 
 def snake(key: str) -> str:
@@ -30,26 +35,24 @@ def snake(key: str) -> str:
     return key.replace("-", "_")
 
 
-class RoundRecorder:
-    """Centralised evaluation for ``Strategy.start(evaluate_fn=...)`` that also keeps time.
+def centralised_metrics(loss: float, accuracy: float) -> MetricRecord:
+    """The centralised evaluation of the global model, as the round history keeps it."""
+    return MetricRecord({TEST_LOSS_KEY: loss, TEST_ACCURACY_KEY: accuracy})
+
+
+class RoundLog:
+    """One log line per round (test accuracy, round and elapsed seconds), and a tqdm bar.
 
     Parameters
     ----------
-    evaluate_model : Callable[[ArrayRecord], tuple[float, float]]
-        Returns ``(loss, accuracy)`` of the global model on the test set.
     num_rounds : int
         For the log line and the progress bar.
     show_progress : bool | None (default: None)
         Show a tqdm bar over rounds; ``None`` means "when stderr is a terminal".
     """
 
-    def __init__(self, evaluate_model: EvaluateModel, num_rounds: int,
-                 show_progress: bool | None = None) -> None:
-        self.evaluate_model = evaluate_model
+    def __init__(self, num_rounds: int, show_progress: bool | None = None) -> None:
         self.num_rounds = num_rounds
-        self.evaluations: dict[int, dict[str, float]] = {}
-        self.wall_seconds: dict[int, float] = {}
-        self._mark = time.perf_counter()
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         self._bar = None
@@ -58,39 +61,21 @@ class RoundRecorder:
 
             self._bar = tqdm(total=num_rounds, desc="rounds", unit="round")
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        """Evaluate the global model after ``server_round`` (0 = the initial model)."""
-        if server_round > 0:
-            self.wall_seconds[server_round] = time.perf_counter() - self._mark
-        loss, accuracy = self.evaluate_model(arrays)
-        self.evaluations[server_round] = {"test_loss": loss, "test_accuracy": accuracy}
-        if server_round > 0:
-            elapsed = sum(self.wall_seconds.values())
-            log(INFO, "Round %d/%d: test accuracy %.4f (loss %.4f), round %.1f s, "
-                "elapsed %.1f s", server_round, self.num_rounds, accuracy, loss,
-                self.wall_seconds[server_round], elapsed)
-            if self._bar is not None:
-                self._bar.update(1)
-                self._bar.set_postfix(accuracy=f"{accuracy:.4f}")
-        self._mark = time.perf_counter()
-        return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
-
-    def restart_clock(self) -> None:
-        """Start timing the next round now (e.g. after writing a checkpoint)."""
-        self._mark = time.perf_counter()
-
-    def state(self) -> dict[str, Any]:
-        """The evaluations and round times so far, for checkpoints."""
-        return {"evaluations": {r: dict(v) for r, v in self.evaluations.items()},
-                "wall-seconds": dict(self.wall_seconds)}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state` returned (the progress bar skips those rounds)."""
-        self.evaluations = {int(r): dict(v) for r, v in state["evaluations"].items()}
-        self.wall_seconds = {int(r): float(v) for r, v in state["wall-seconds"].items()}
+    def skip(self, rounds: int) -> None:
+        """Count rounds done before a resume on the progress bar."""
         if self._bar is not None:
-            self._bar.update(len(self.wall_seconds))
-        self.restart_clock()
+            self._bar.update(rounds)
+
+    def round_done(self, server_round: int, test: MetricRecord, seconds: float,
+                   elapsed: float) -> None:
+        """Log the round's test metrics and wall seconds (``elapsed``: all rounds so far)."""
+        accuracy = float(test[TEST_ACCURACY_KEY])  # type: ignore[arg-type]
+        log(INFO, "Round %d/%d: test accuracy %.4f (loss %.4f), round %.1f s, "
+            "elapsed %.1f s", server_round, self.num_rounds, accuracy, test[TEST_LOSS_KEY],
+            seconds, elapsed)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(accuracy=f"{accuracy:.4f}")
 
     def close(self) -> None:
         """Close the progress bar, if any."""
@@ -98,16 +83,26 @@ class RoundRecorder:
             self._bar.close()
 
 
-def round_rows(recorder: RoundRecorder, result: Result) -> list[dict[str, Any]]:
-    """One row per completed round: test metrics, client/strategy metrics, timings."""
+def round_rows(history: Result, wall_seconds: Mapping[int, float]) -> list[dict[str, Any]]:
+    """One row per completed round: test metrics, client/strategy metrics, timings.
+
+    Parameters
+    ----------
+    history : Result
+        The run's per-round metrics (centralised evaluation included).
+    wall_seconds : Mapping[int, float]
+        Each round's federated wall seconds, diagnostics included.
+    """
     rows, elapsed = [], 0.0
-    for server_round in sorted(r for r in recorder.evaluations if r > 0):
-        row: dict[str, Any] = {"round": server_round, **recorder.evaluations[server_round]}
-        train_metrics = result.train_metrics_clientapp.get(server_round, {})
-        row.update({snake(k): v for k, v in dict(train_metrics).items()})
-        client_eval = result.evaluate_metrics_clientapp.get(server_round, {})
-        row.update({f"client_{snake(k)}": v for k, v in dict(client_eval).items()})
-        wall = recorder.wall_seconds.get(server_round, math.nan)
+    for server_round in sorted(r for r in history.evaluate_metrics_serverapp if r > 0):
+        test = history.evaluate_metrics_serverapp[server_round]
+        row: dict[str, Any] = {"round": server_round,
+                               **{snake(k): v for k, v in test.items()}}
+        train_metrics = history.train_metrics_clientapp.get(server_round, MetricRecord())
+        row.update({snake(k): v for k, v in train_metrics.items()})
+        client_eval = history.evaluate_metrics_clientapp.get(server_round, MetricRecord())
+        row.update({f"client_{snake(k)}": v for k, v in client_eval.items()})
+        wall = wall_seconds.get(server_round, math.nan)
         row["round_seconds"] = wall - float(row.get("diagnostics_seconds", 0.0))
         elapsed += row["round_seconds"]
         row["elapsed_seconds"] = elapsed
@@ -115,12 +110,12 @@ def round_rows(recorder: RoundRecorder, result: Result) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(recorder: RoundRecorder, rows: list[dict[str, Any]]) -> dict[str, float]:
+def summarise(history: Result, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Initial, final and best test accuracy and the total (method) seconds."""
     accuracies = [row["test_accuracy"] for row in rows]
-    initial = recorder.evaluations.get(0, {}).get("test_accuracy", math.nan)
+    initial = history.evaluate_metrics_serverapp.get(0, MetricRecord())
     return {
-        "initial_test_accuracy": initial,
+        "initial_test_accuracy": initial.get(TEST_ACCURACY_KEY, math.nan),
         "final_test_accuracy": accuracies[-1] if accuracies else math.nan,
         "best_test_accuracy": max(accuracies) if accuracies else math.nan,
         "total_seconds": rows[-1]["elapsed_seconds"] if rows else 0.0,

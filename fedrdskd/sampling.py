@@ -6,12 +6,19 @@ grid returns them in no fixed order, so even a seeded ``random`` would pick diff
 *partitions* in two runs with the same seed, and two strategies compared "on the same
 seed" would train on different clients.
 
-The ServerApp therefore asks every node once for its ``partition-id`` (a ``query``
-message that the fedrdskd ClientApp answers from its node config), hands the strategy
-a :class:`PartitionOrderedGrid` that lists node ids in partition order, and re-seeds
-``random`` from ``(seed, round)`` right before each round's sampling
-(:func:`seed_round_sampling`). Nodes that do not answer the query (another ClientApp)
-are listed after the known ones, by node id, with a warning.
+Three pieces make sampling follow the seed:
+
+- the ServerApp asks every node once for its ``partition-id`` (a ``query`` message that
+  the fedrdskd ClientApp answers from its node config) and hands the strategy a
+  :class:`PartitionOrderedGrid` (:func:`partition_ordered_grid`), which lists node ids
+  in partition order and returns every batch of replies in partition order, so that
+  aggregation sums in the same order in every run. Nodes that do not answer the query
+  (another ClientApp) are listed after the known ones, by node id, with a warning;
+- the strategy samples from its own stream seeded by ``(seed, round)``
+  (:class:`SeededSampling`, used by
+  :class:`~fedrdskd.strategies.client_ensemble.ClientEnsembleMixin`), swapped in for
+  ``random``'s state only while Flower samples, so the global ``random`` is never
+  re-seeded.
 
 Whether that worked goes into ``results.json`` as ``summary.sampling``
 (:meth:`PartitionOrderedGrid.sampling_record`): ``{"seeded", "nodes_reported",
@@ -21,22 +28,27 @@ Whether that worked goes into ``results.json`` as ``summary.sampling``
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
-from logging import WARNING
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from logging import INFO, WARNING
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
-NODE_INFO_KEY = "node-info"
-PARTITION_ID_KEY = "partition-id"
+from fedrdskd.protocol import NODE_INFO_KEY, PARTITION_ID_KEY
+
+if TYPE_CHECKING:
+    from flwr.proto.node_pb2 import NodeInfo
+    from flwr.supercore.run import Run
+
 SAMPLING_SUMMARY_KEY = "sampling"
 """Key of the sampling record in ``results.json``'s ``summary``."""
 
 
 def partition_query_reply(message: Message, partition_id: int) -> Message:
-    """The ClientApp's answer to the query: ``{"node-info": {"partition-id": id}}``."""
+    """The ClientApp's answer to the query: ``{NODE_INFO_KEY: {PARTITION_ID_KEY: id}}``."""
     content = RecordDict({NODE_INFO_KEY: MetricRecord({PARTITION_ID_KEY: partition_id})})
     return Message(content=content, reply_to=message)
 
@@ -56,20 +68,55 @@ def query_partition_ids(grid: Grid, node_ids: Iterable[int], timeout: float) -> 
         if not reply.has_content() or NODE_INFO_KEY not in reply.content:
             continue
         info = reply.content[NODE_INFO_KEY]
-        if PARTITION_ID_KEY in info:
-            partitions[reply.metadata.src_node_id] = int(info[PARTITION_ID_KEY])
+        partition = info.get(PARTITION_ID_KEY)
+        if isinstance(partition, (int, float)):
+            partitions[reply.metadata.src_node_id] = int(partition)
     return partitions
 
 
-def seed_round_sampling(seed: int, server_round: int) -> None:
-    """Re-seed ``random`` (which Flower samples clients with) for this round."""
-    random.seed(f"fedrdskd-sampling-{seed}-{server_round}")
+class SeededSampling:
+    """A client-sampling stream seeded by ``(seed, round)`` for Flower's ``random.sample``.
+
+    Flower's strategies sample with the global ``random``; :meth:`active` swaps this
+    round's stream in for the duration of a ``configure_train`` / ``configure_evaluate``
+    and swaps the global state back afterwards. A round's training and evaluation
+    sampling draw from one stream, started by :meth:`start_round`.
+
+    Parameters
+    ----------
+    seed : int | None
+        The experiment seed; ``None`` leaves sampling to the global ``random``.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._state: tuple[Any, ...] | None = None
+
+    def start_round(self, server_round: int) -> None:
+        """Restart the stream for ``server_round`` (the same in every run of the seed)."""
+        if self.seed is not None:
+            self._state = random.Random(f"fedrdskd-sampling-{self.seed}-{server_round}"
+                                        ).getstate()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Let ``random`` draw from this round's stream inside the ``with`` block."""
+        if self._state is None:
+            yield
+            return
+        outside = random.getstate()
+        random.setstate(self._state)
+        try:
+            yield
+        finally:
+            self._state = random.getstate()
+            random.setstate(outside)
 
 
-class PartitionOrderedGrid:
-    """A Grid whose ``get_node_ids`` lists nodes in partition order.
+class PartitionOrderedGrid(Grid):
+    """A Grid that lists nodes, and returns replies, in partition order.
 
-    Everything else is delegated to the wrapped grid.
+    Everything else is the wrapped grid's.
 
     Parameters
     ----------
@@ -117,14 +164,62 @@ class PartitionOrderedGrid:
                        key=lambda n: (self.partitions[n], n))
         return known + sorted(unknown)
 
-    def in_partition_order(self, replies: Iterable[Message]) -> list[Message]:
-        """``replies`` sorted by their sender's partition, so that aggregation sums in
-        the same order in every run (reply arrival order varies)."""
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> list[Message]:
+        """The wrapped grid's ``send_and_receive``, replies in partition order.
+
+        Reply arrival order varies from run to run; sorted by their senders' partition
+        (unknown nodes last, by id), aggregation sums in the same order in every run.
+        """
+        replies = self._grid.send_and_receive(messages, timeout=timeout)
+
         def key(reply: Message) -> tuple[float, int]:
             node_id = reply.metadata.src_node_id
             return (self.partitions.get(node_id, float("inf")), node_id)
 
         return sorted(replies, key=key)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
+    # ---- the rest of the Grid interface: the wrapped grid's --------------------------
+    def set_run(self, run: Run) -> None:
+        """The wrapped grid's."""
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """The wrapped grid's."""
+        return self._grid.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """The wrapped grid's (deprecated in Flower)."""
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """The wrapped grid's."""
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """The wrapped grid's."""
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The wrapped grid's."""
+        return self._grid.pull_messages(message_ids)
+
+
+def partition_ordered_grid(grid: Grid, timeout: float) -> PartitionOrderedGrid:
+    """Ask every connected node for its partition id; the grid in partition order.
+
+    The log line "N nodes reported their partition id." is what
+    ``scripts/backfill_sampling.py`` reads from runs recorded before
+    ``summary.sampling`` existed: keep its wording.
+    """
+    node_ids = list(grid.get_node_ids())
+    partitions = query_partition_ids(grid, node_ids, timeout=timeout)
+    log(INFO, "%d nodes reported their partition id.", len(partitions))
+    if len(partitions) < len(node_ids):
+        log(WARNING, "%d of %d nodes did not report a partition id: client sampling "
+            "does not follow the seed (summary.sampling.seeded = false), so "
+            "fedrdskd-report will not pair this run with others.",
+            len(node_ids) - len(partitions), len(node_ids))
+    return PartitionOrderedGrid(grid, partitions, queried=node_ids)

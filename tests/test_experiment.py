@@ -9,39 +9,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
-from pathlib import Path
+import itertools
+import re
+from typing import Any
 
 import pytest
-import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+import yaml
+from hydra_config import README, hydra_dict, yaml_names
 
-import fedrdskd.conf
 from fedrdskd.cli import check_strategy_options, preflight
-from fedrdskd.data import DATASETS
-from fedrdskd.experiment import (LIST_OPTIONS, ExperimentConfig, experiment_from_dict,
-                                 experiment_from_run_config, run_config_list,
-                                 select_strategy_options, unflatten_run_config)
-from fedrdskd.models import build_model
+from fedrdskd.experiment import (
+    ExperimentConfig,
+    experiment_from_dict,
+)
+from fedrdskd.report import PAPER_BEHAVIOUR
+from fedrdskd.server_app import build_run_strategy
 from fedrdskd.strategies import ClientEnsembleMixin, DistillationMixin
-from fedrdskd.strategies.registry import (BASE_STRATEGIES, DISTILLATION_METHODS,
-                                          build_strategy, strategy_class)
-
-CONF_DIR = Path(fedrdskd.conf.__file__).parent
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-
-
-def yaml_names(group: str) -> list[str]:
-    """The config group's options (``strategy`` -> fedavg, fedrdskd, ...), from the files."""
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
-
-
-def hydra_dict(*overrides: str) -> dict:
-    """The resolved Hydra config as the CLI passes it to ``experiment_from_dict``."""
-    with initialize_config_module("fedrdskd.conf", version_base=None):
-        config = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(config, resolve=True)
+from fedrdskd.strategies.registry import (
+    BASE_STRATEGIES,
+    DISTILLATION_METHODS,
+    strategy_class,
+)
 
 
 def without_resolved(experiment: ExperimentConfig) -> ExperimentConfig:
@@ -62,6 +50,34 @@ def test_default_config_parses_to_the_documented_defaults():
     assert experiment.resolved["num_clients"] == 20  # kept for results.json
 
 
+def test_config_yaml_and_readme_give_the_dataclass_defaults():
+    from_yaml = experiment_from_dict(hydra_dict("data.root=null"))
+    from_code = experiment_from_dict({"dataset": {"name": "mnist"}, "model": {"name": "lenet5"}})
+    assert without_resolved(from_yaml) == without_resolved(from_code)
+    documented = readme_defaults()
+    config = hydra_dict("data.root=null", "partition=pathological")  # + classes_per_client
+    config["partition"] = {**config["partition"], **hydra_dict()["partition"]}
+    for key, value in documented.items():
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, (key, node, value)
+    assert {"num_rounds", "partition.alpha", "min_train_nodes"} <= set(documented)
+
+
+def readme_defaults() -> dict[str, Any]:
+    """``key -> default`` of README.md's table of top-level keys."""
+    text = README.read_text()
+    table = text[text.index("| key | default | meaning |"):].splitlines()[2:]
+    defaults: dict[str, Any] = {}
+    for line in itertools.takewhile(lambda row: row.startswith("|"), table):
+        keys, values = line.split("|")[1:3]
+        names = re.findall(r"`([^`]+)`", keys)
+        items = values.split(",") if len(names) > 1 else [values]
+        defaults.update(zip(names, (yaml.safe_load(item) for item in items), strict=True))
+    return defaults
+
+
 @pytest.mark.parametrize("group", ["dataset", "model", "partition"])
 def test_every_group_yaml_parses(group):
     names = yaml_names(group)
@@ -74,41 +90,36 @@ def test_every_group_yaml_parses(group):
         assert parsed == name or group == "partition", (group, name, parsed)
 
 
-def strategy_from(experiment: ExperimentConfig):
-    info = DATASETS[experiment.client.data.dataset]
+strategy_from = build_run_strategy
 
-    def model_fn() -> torch.nn.Module:
-        return build_model(experiment.client.model, num_classes=info.num_classes,
-                           image_shape=info.image_shape)
 
-    strategy = experiment.strategy
-    return build_strategy(
-        strategy.name, strategy.options, target=strategy.target, model_fn=model_fn,
-        num_classes=info.num_classes, input_shape=info.image_shape, device="cpu",
-        seed=experiment.seed, fraction_train=experiment.fraction_train,
-        min_train_nodes=experiment.min_train_nodes,
-        min_available_nodes=experiment.min_train_nodes)
+STORED_AS = {
+    "batch_size": lambda strategy: strategy.distill_batch_size,
+    "student_optimizer": lambda strategy: strategy.student_optimizer_name,
+    "lambda_md": lambda strategy: strategy.lambdas["lambda_md"],
+    "lambda_cls": lambda strategy: strategy.lambdas["lambda_cls"],
+    "lambda_dis": lambda strategy: strategy.lambdas["lambda_dis"],
+    "student_interpolation": lambda strategy: strategy.step_size.fixed_beta,
+    "validation_betas": lambda strategy: [beta for beta in strategy.step_size.betas if beta],
+    "validation_clients": lambda strategy: strategy.step_size.clients,
+    "validation_timeout": lambda strategy: strategy.step_size.timeout,
+}
+"""Strategy options that a strategy keeps under another name; the rest under their own."""
 
 
 @pytest.mark.parametrize("yaml_name", yaml_names("strategy"))
 def test_every_strategy_yaml_parses_and_builds(yaml_name):
-    raw_options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "strategy"
-                                                        / f"{yaml_name}.yaml"))
+    options = hydra_dict(f"strategy={yaml_name}")["strategy"]
     experiment = experiment_from_dict(hydra_dict(f"strategy={yaml_name}"))
-    assert experiment.strategy.name == raw_options["name"]
+    assert experiment.strategy.name == options.pop("name")
     strategy = strategy_from(experiment)
-    base = raw_options.get("base", experiment.strategy.name)
-    assert isinstance(strategy, BASE_STRATEGIES[base])
+    assert isinstance(strategy, BASE_STRATEGIES[options.pop("base", experiment.strategy.name)])
     assert isinstance(strategy, ClientEnsembleMixin)
     assert isinstance(strategy, DistillationMixin) == (
         experiment.strategy.name in DISTILLATION_METHODS)
-    for key, value in raw_options.items():  # every yaml value reached the strategy
-        if key in ("name", "base"):
-            continue
-        attribute = {"batch_size": "distill_batch_size",
-                     "student_optimizer": "student_optimizer_name"}.get(key, key)
-        if hasattr(strategy, attribute):
-            assert getattr(strategy, attribute) == value, key
+    for key, value in options.items():  # every yaml value reached the strategy
+        stored = STORED_AS.get(key, lambda strategy, key=key: getattr(strategy, key))
+        assert stored(strategy) == value, key
 
 
 @pytest.mark.parametrize("method", sorted(DISTILLATION_METHODS))
@@ -185,90 +196,7 @@ def test_more_clients_than_samples_fails_in_preflight(fake_mnist_root, tmp_path)
     assert not (tmp_path / "partition.png").exists()
 
 
-# ---- flat run config (flwr run) == Hydra dict -------------------------------------------
-def test_unflatten_turns_dots_into_nesting_and_kebab_into_snake():
-    flat = {"num-rounds": 3, "partition.alpha": 0.1, "strategy.name": "fedrdskd",
-            "strategy.ensemble-weighting": "num-examples", "client.send-label-counts": False}
-    assert unflatten_run_config(flat) == {
-        "num_rounds": 3, "partition": {"alpha": 0.1},
-        "strategy": {"name": "fedrdskd", "ensemble_weighting": "num-examples"},
-        "client": {"send_label_counts": False}}
-
-
-def test_pyproject_run_config_equals_hydra_with_the_same_values():
-    run_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
-    from_flwr = experiment_from_run_config(run_config)
-    from_hydra = experiment_from_dict(hydra_dict(
-        "num_rounds=3", "num_clients=10", "fraction_train=0.5", "data.root=null",
-        "round_timeout=3600"))
-    assert without_resolved(from_flwr) == without_resolved(from_hydra)
-
-
-def test_run_config_strategy_options_equal_hydra_options():
-    values = {"generator_steps": 10, "student_steps": 7, "strength_decay": 1.0,
-              "ensemble_weighting": "num-examples", "base": "fedprox"}
-    flat = {"dataset.name": "mnist", "model.name": "lenet5", "strategy.name": "fedrdskd",
-            **{f"strategy.{key.replace('_', '-')}": value for key, value in values.items()}}
-    from_flwr = experiment_from_run_config(flat)
-    overrides = [f"strategy.{key}={value}" for key, value in values.items()]
-    from_hydra = experiment_from_dict(hydra_dict("strategy=fedrdskd", *overrides))
-    assert from_flwr.strategy.name == from_hydra.strategy.name == "fedrdskd"
-    for key, value in values.items():
-        assert from_flwr.strategy.options[key] == from_hydra.strategy.options[key] == value
-    with pytest.raises(ValueError, match=r"strategy\.name='fedx'"):
-        experiment_from_run_config({**flat, "strategy.name": "fedx"})
-
-
-def test_run_config_uses_the_chosen_strategys_section_only():
-    run_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
-    flat = dict(_flatten_for_test(run_config))
-    fedavg = experiment_from_run_config(flat)
-    assert fedavg.strategy.name == "fedavg"
-    assert "generator_steps" not in fedavg.strategy.options
-    rdskd = experiment_from_run_config({**flat, "strategy.name": "fedrdskd",
-                                        "strategy.base": "fedprox",
-                                        "strategy.fedrdskd.generator-steps": 7})
-    assert rdskd.strategy.options["generator_steps"] == 7
-    assert rdskd.strategy.options["proximal_mu"] == 0.01  # from the base's section
-    assert "iterations" in rdskd.strategy.options and "lambda_md" not in rdskd.strategy.options
-    with pytest.raises(ValueError, match=r"strategy\.fedx\.\*"):
-        experiment_from_run_config({**flat, "strategy.fedx.steps": 1})
-
-
-@pytest.mark.parametrize("name", ["fedprox", "fedadam", "fedtrimmedavg", "fedrdskd",
-                                  "fedrdskd_paper", "fedftg"])
-def test_pyproject_lists_every_option_of_every_strategy_yaml(name):
-    run_config = dict(_flatten_for_test(
-        tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]))
-    options = hydra_dict(f"strategy={name}")["strategy"]
-    expected = {f"strategy.{name}.{key.replace('_', '-')}": value
-                for key, value in options.items() if key not in ("name", "base")}
-    listed = {key: run_config.get(key) for key in expected}
-    for key in listed:
-        if key.rpartition(".")[2].replace("-", "_") in LIST_OPTIONS:
-            listed[key] = run_config_list(key, listed[key])
-    assert listed == expected
-
-
-def test_list_options_come_from_comma_separated_run_config_strings():
-    assert run_config_list("validation-betas", "0.5,1") == [0.5, 1.0]
-    assert run_config_list("validation-betas", "") == []
-    assert run_config_list("validation-betas", [0.25]) == [0.25]
-    with pytest.raises(ValueError, match=r"strategy\.validation-betas='half'"):
-        run_config_list("validation-betas", "half")
-    options = select_strategy_options({"name": "fedrdskd",
-                                       "fedrdskd": {"validation-betas": "0.25,1"}})
-    assert options["validation-betas"] == [0.25, 1.0]
-
-
-def _flatten_for_test(table, prefix=""):
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten_for_test(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
+# ---- the strategy check before the simulation ---------------------------------------
 @pytest.mark.parametrize("overrides, message", [
     (("strategy=fedrdskd", "strategy.base=fedfoo"), r"strategy\.base='fedfoo'.*fedprox"),
     (("strategy=fedrdskd", "+strategy.bogus=1"), r"'fedrdskd'.*bogus"),
@@ -281,4 +209,15 @@ def test_bad_strategy_options_fail_before_the_simulation(overrides, message):
 
 
 def test_good_strategy_options_pass_the_check():
-    check_strategy_options(experiment_from_dict(hydra_dict("strategy=fedftg_cpu")))
+    strategy = check_strategy_options(experiment_from_dict(hydra_dict(
+        "strategy=fedftg_cpu", "strategy.base=fedprox", "+strategy.proximal_mu=0.3")))
+    assert type(strategy) is strategy_class("fedftg", base="fedprox")
+    assert (strategy.generator_channels, strategy.proximal_mu) == (32, 0.3)
+
+
+def test_fedrdskd_paper_preset_is_rdskd_as_published():
+    options = hydra_dict("strategy=fedrdskd_paper")["strategy"]
+    for key, value in PAPER_BEHAVIOUR.items():  # every later mechanism off
+        assert options[key.removeprefix("strategy.")] == value, key
+    assert (options["generator_steps"], options["student_steps"]) == (50, 50)
+    assert (options["student_optimizer"], options["strength_decay"]) == ("adam", 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -168,13 +169,13 @@ def test_generator_rejects_bad_shape():
 # ---- the synthesizer ---------------------------------------------------------------------
 
 COUNTS = np.array([[8, 1, 1], [1, 8, 1], [1, 1, 8]])
+CLASS_WEIGHTS = ensemble_weights("class", num_examples=COUNTS.sum(1), label_counts=COUNTS,
+                                 num_classes=3)
 
 
 def teacher(batched: bool = False) -> TeacherEnsemble:
-    weights = ensemble_weights("class", num_examples=COUNTS.sum(1), label_counts=COUNTS,
-                               num_classes=3)
-    return TeacherEnsemble(TinyNet, [tiny_model(s).state_dict() for s in (1, 2, 3)], weights,
-                           device=torch.device("cpu"), batched=batched)
+    return TeacherEnsemble(TinyNet, [tiny_model(s).state_dict() for s in (1, 2, 3)],
+                           CLASS_WEIGHTS, device=torch.device("cpu"), batched=batched)
 
 
 def synthesizer(seed: int = 0) -> FedFTGSynthesizer:
@@ -199,7 +200,7 @@ def test_synthesizer_needs_set_round_with_clear_error():
 
 def test_synthesizer_round_uses_label_pool_and_fixes_batch_within_iteration():
     synth = synthesizer()
-    synth.set_round(COUNTS)
+    synth.set_round(COUNTS, CLASS_WEIGHTS)
     synth.begin_iteration()
     first = synth.sample(6)
     assert torch.equal(first.images, synth.sample(6).images)  # same batch for the I_d steps
@@ -210,7 +211,7 @@ def test_synthesizer_round_uses_label_pool_and_fixes_batch_within_iteration():
 
 def test_distillation_with_synthesizer_reports_terms_and_lowers_kl():
     synth, ensemble = synthesizer(), teacher()
-    synth.set_round(COUNTS)
+    synth.set_round(COUNTS, CLASS_WEIGHTS)
     student = tiny_model(0)
     metrics = run_distillation(student, ensemble, synth,
                                torch.optim.SGD(student.parameters(), lr=0.5),
@@ -226,7 +227,7 @@ def test_distillation_with_synthesizer_reports_terms_and_lowers_kl():
 def test_synthesizer_state_round_trip_continues_identically():
     ensemble = teacher()
     original = synthesizer()
-    original.set_round(COUNTS)
+    original.set_round(COUNTS, CLASS_WEIGHTS)
     original.begin_iteration()
     original.generator_step(ensemble, tiny_model(0))
     restored = synthesizer(seed=7)  # different initial weights and RNG
@@ -240,7 +241,7 @@ def test_synthesizer_state_round_trip_continues_identically():
 
 def test_student_loss_matches_soft_ce_against_class_ensemble():
     synth, ensemble = synthesizer(), teacher()
-    synth.set_round(COUNTS)
+    synth.set_round(COUNTS, CLASS_WEIGHTS)
     synth.begin_iteration()
     batch = synth.sample(6)
     logits = tiny_model(0)(batch.images)
@@ -248,3 +249,37 @@ def test_student_loss_matches_soft_ce_against_class_ensemble():
                                     batch.labels)
     expected = -(targets * F.log_softmax(logits, dim=1)).mean()
     assert synth.student_loss(logits, ensemble, batch).item() == pytest.approx(expected.item())
+
+
+def test_student_target_is_the_label_conditioned_ensemble_the_loss_uses():
+    synth, ensemble = synthesizer(), teacher()
+    synth.set_round(COUNTS, CLASS_WEIGHTS)
+    synth.begin_iteration()
+    batch = synth.sample(6)
+    p_ens = ensemble_soft_targets(ensemble.member_logits(batch.images), CLASS_WEIGHTS,
+                                  batch.labels)
+    target = synth.student_target(ensemble, batch)
+    torch.testing.assert_close(target.exp(), p_ens)
+    # not the output-class mixture that the ensemble itself returns
+    assert not torch.allclose(torch.log_softmax(ensemble(batch.images), dim=1), target,
+                              atol=1e-3)
+
+
+def test_distillation_metrics_measure_against_the_student_target():
+    synth, ensemble, student = synthesizer(), teacher(), tiny_model(0)
+    synth.set_round(COUNTS, CLASS_WEIGHTS)
+    probe = copy.deepcopy(synth)  # draws the same evaluation batch as the run below
+    metrics = run_distillation(student, ensemble, synth,
+                               torch.optim.SGD(student.parameters(), lr=0.5),
+                               DistillationSchedule(iterations=1, generator_steps=0,
+                                                    student_steps=0, batch_size=6),
+                               eval_batch_size=32)
+    batch = probe.sample(32)
+    target = probe.student_target(ensemble, batch).log_softmax(dim=1)
+    with torch.no_grad():
+        logits = student(batch.images).log_softmax(dim=1)
+    expected = F.kl_div(logits, target, reduction="batchmean", log_target=True).item()
+    assert metrics["kl-before"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["kl-after"] == pytest.approx(expected, rel=1e-5)
+    agreement = (logits.argmax(1) == target.argmax(1)).float().mean().item()
+    assert metrics["ensemble-agreement"] == pytest.approx(agreement)

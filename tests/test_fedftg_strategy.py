@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedProx
+from hydra_config import hydra_dict
+from mock_replies import FakeGrid, TinyNet, assert_same_arrays, tiny_model, train_reply
 
 from fedrdskd.strategies import FedFTG, FedFTGMixin
 from fedrdskd.strategies.registry import build_strategy, strategy_class
-from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
-                          train_reply)
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 8, 8)
@@ -116,7 +117,7 @@ def test_distillation_moves_global_model_towards_class_ensemble():
     for key in FTG_TERMS:
         assert key in metrics, key
     # held out: a fresh batch (fresh latents and labels) never used for training, scored
-    # against FedFTG's own target p_ens (run_distillation's kl-* use the logit ensemble)
+    # against FedFTG's own target p_ens (as run_distillation's kl-* are)
     batch = strategy.synthesizer.sample(256)
     with torch.no_grad():
         target = class_ensemble_probabilities(states, batch.images, batch.labels)
@@ -192,17 +193,33 @@ def test_distillation_state_round_trip_gives_identical_next_round():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("iterations", -1, "iterations must be an int >= 0"),
-    ("batch_size", 1, "batch_size must be an int >= 2"),
-    ("lr_decay", 0.0, "lr_decay must be a number in (0.0, 1.0]"),
-    ("student_lr", 0, "student_lr must be a number in (0.0"),
-    ("lambda_dis", -1.0, "lambda_dis must be a number in [0.0"),
-    ("student_loss_reduction", "sum", "student_loss_reduction must be one of"),
-    ("ensemble_weighting", "uniform", "ensemble_weighting must be 'class'"),
+    ("iterations", -1, "iterations=-1: allowed range is [0, inf]"),
+    ("iterations", 1.5, "iterations=1.5: must be an integer"),
+    ("batch_size", 1, "batch_size=1: allowed range is [2, inf]"),
+    ("lr_decay", 0.0, "lr_decay=0.0: allowed range is (0.0, 1.0]"),
+    ("student_lr", 0, "student_lr=0: allowed range is (0.0, 100.0]"),
+    ("lambda_dis", -1.0, "lambda_dis=-1.0: allowed range is [0.0, 1000000.0]"),
+    ("student_loss_reduction", "sum",
+     "student_loss_reduction='sum': allowed values are mean, batchmean"),
+    ("ensemble_weighting", "uniform", "ensemble_weighting='uniform': FedFTG's ensemble is"),
 ])
 def test_constructor_validation(key, value, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(f"Invalid config value {message}")):
         fedftg(**{key: value})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(iterations=0), "equivalent to its base strategy"),
+    (dict(generator_steps=0, student_steps=0), "equivalent to its base strategy"),
+    (dict(lambda_md=0.0, lambda_cls=0.0, lambda_dis=0.0), "do not train it"),
+])
+def test_degenerate_settings_warn_at_construction(caplog, settings, message):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedftg()
+    assert "FedFTG initialized" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedftg(**settings)
+    assert message in caplog.text
 
 
 def test_registry_resolves_fedftg_on_fedavg_and_on_fedprox():
@@ -225,31 +242,23 @@ def test_summary_logs_the_settings(caplog):
 
 
 # ---- configs -------------------------------------------------------------------------------
-CONF = Path(__file__).resolve().parents[1] / "fedrdskd" / "conf" / "strategy"
-
-
 @pytest.mark.parametrize("preset", ["fedftg", "fedftg_cpu"])
 def test_presets_build_with_every_key(preset):
-    import yaml
-
-    raw = yaml.safe_load((CONF / f"{preset}.yaml").read_text())
-    assert raw["name"] == "fedftg" and raw["base"] == "fedavg"
-    options = {k: v for k, v in raw.items() if k != "name"}
+    options = hydra_dict(f"strategy={preset}")["strategy"]
+    assert options.pop("name") == "fedftg" and options["base"] == "fedavg"
     strategy = build_strategy("fedftg", options, model_fn=TinyNet, num_classes=NUM_CLASSES,
                               input_shape=INPUT_SHAPE, device="cpu", seed=0)
     assert isinstance(strategy, FedFTG)
-    assert strategy.iterations == raw["iterations"]
+    assert strategy.iterations == options["iterations"]
 
 
-def test_presets_have_the_same_keys():
-    import yaml
-
-    full = yaml.safe_load((CONF / "fedftg.yaml").read_text())
-    cpu = yaml.safe_load((CONF / "fedftg_cpu.yaml").read_text())
-    assert full.keys() == cpu.keys()
+def test_cpu_preset_is_the_released_one_with_a_narrower_generator():
+    full = hydra_dict("strategy=fedftg")["strategy"]
+    cpu = hydra_dict("strategy=fedftg_cpu")["strategy"]
+    assert cpu == {**full, "generator_channels": 32}
     assert (full["iterations"], full["generator_steps"], full["student_steps"],
             full["batch_size"], full["generator_lr"], full["student_lr"],
-            full["lr_decay"]) == (10, 1, 5, 50, 0.01, 0.1, 0.998)
+            full["lr_decay"], full["generator_channels"]) == (10, 1, 5, 50, 0.01, 0.1, 0.998, 64)
 
 
 # ---- end to end ------------------------------------------------------------------------------

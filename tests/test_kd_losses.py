@@ -124,8 +124,9 @@ def test_exponential_penalty_scales_gradient_by_exp_of_increment() -> None:
 
 def test_total_combines_terms_with_weights() -> None:
     images = torch.tensor([[[[0.0, 0.0]]], [[[3.0, 4.0]]]])
-    loss = RDSKDGeneratorLoss(weight_authenticity=2.0, weight_class_diversity=3.0,
-                              weight_inter_sample_diversity=5.0, eps=0.5)
+    loss = RDSKDGeneratorLoss(reference_interval=120, weight_authenticity=2.0,
+                              weight_class_diversity=3.0, weight_inter_sample_diversity=5.0,
+                              eps=0.5)
     total, values = loss(images, UNIFORM_AND_PEAKED)
     diversity = 1.0 / (5.0 * math.sqrt(6.0) + 0.5)
     # First call refreshes the references: both exponentials are exp(0) = 1.
@@ -153,7 +154,8 @@ def test_references_refresh_exactly_every_interval() -> None:
 @pytest.mark.parametrize("weights", [(0.0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0),
                                      (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)])
 def test_zero_weight_paths_run(weights: tuple[float, float, float]) -> None:
-    loss = RDSKDGeneratorLoss(weight_authenticity=weights[0], weight_class_diversity=weights[1],
+    loss = RDSKDGeneratorLoss(reference_interval=120, weight_authenticity=weights[0],
+                              weight_class_diversity=weights[1],
                               weight_inter_sample_diversity=weights[2])
     images = torch.randn(4, 1, 2, 2, requires_grad=True)
     logits = (images.flatten(1) @ torch.randn(4, 3))
@@ -171,7 +173,7 @@ def test_invalid_settings_raise() -> None:
     with pytest.raises(ValueError, match="reference_interval"):
         RDSKDGeneratorLoss(reference_interval=0)
     with pytest.raises(ValueError, match="class-diversity"):
-        RDSKDGeneratorLoss(weight_class_diversity=-1.0)
+        RDSKDGeneratorLoss(reference_interval=120, weight_class_diversity=-1.0)
 
 
 def test_loss_state_round_trip() -> None:

@@ -62,8 +62,8 @@ def test_hard_sample_accepts_log_probabilities_as_teacher_logits() -> None:
 
 def test_hard_sample_weight_zero_is_rdskd_exactly() -> None:
     student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
-    rdskd, with_zero = RDSKDGeneratorLoss(eps=0.5), RDSKDGeneratorLoss(eps=0.5,
-                                                                        weight_hard_sample=0.0)
+    rdskd = RDSKDGeneratorLoss(reference_interval=120, eps=0.5)
+    with_zero = RDSKDGeneratorLoss(reference_interval=120, eps=0.5, weight_hard_sample=0.0)
     total, values = rdskd(IMAGES, UNIFORM_AND_PEAKED)
     zero_total, zero_values = with_zero(IMAGES, UNIFORM_AND_PEAKED, student)
     assert zero_total.item() == total.item()
@@ -73,11 +73,12 @@ def test_hard_sample_weight_zero_is_rdskd_exactly() -> None:
 
 def test_hard_sample_penalised_or_linear() -> None:
     student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
-    rdskd_total, _ = RDSKDGeneratorLoss(eps=0.5)(IMAGES, UNIFORM_AND_PEAKED)
-    linear = RDSKDGeneratorLoss(eps=0.5, weight_hard_sample=2.0, penalise_hard_sample=False)
+    rdskd_total, _ = RDSKDGeneratorLoss(reference_interval=120, eps=0.5)(IMAGES, UNIFORM_AND_PEAKED)
+    linear = RDSKDGeneratorLoss(reference_interval=120, eps=0.5, weight_hard_sample=2.0,
+                                penalise_hard_sample=False)
     total, values = linear(IMAGES, UNIFORM_AND_PEAKED, student)
     assert total.item() == pytest.approx(rdskd_total.item() + 2.0 * values["hard-sample"])
-    penalised = RDSKDGeneratorLoss(eps=0.5, weight_hard_sample=2.0)
+    penalised = RDSKDGeneratorLoss(reference_interval=120, eps=0.5, weight_hard_sample=2.0)
     total, _ = penalised(IMAGES, UNIFORM_AND_PEAKED, student)
     assert total.item() == pytest.approx(rdskd_total.item() + 2.0)  # refresh step: exp(0)
     # A later step where the divergence rose (term fell by d) weighs it exp(-d).
@@ -95,7 +96,8 @@ def test_hard_sample_penalised_or_linear() -> None:
 
 def test_hard_sample_needs_the_student() -> None:
     with pytest.raises(ValueError, match="student"):
-        RDSKDGeneratorLoss(weight_hard_sample=1.0)(IMAGES, UNIFORM_AND_PEAKED)
+        loss = RDSKDGeneratorLoss(reference_interval=120, weight_hard_sample=1.0)
+        loss(IMAGES, UNIFORM_AND_PEAKED)
 
 
 def test_hard_sample_generator_step_leaves_student_and_teacher_untouched() -> None:

@@ -157,7 +157,7 @@ def test_sample_uses_batch_statistics_or_running_statistics() -> None:
 def test_synthesizer_rejects_odd_batch() -> None:
     with pytest.raises(ValueError, match="even"):
         RDSKDSynthesizer(DAFLGenerator(LATENT, IMAGE_SHAPE, channels=8), latent_dim=LATENT,
-                         batch_size=15)
+                         reference_interval=120, batch_size=15)
 
 
 # ---- distillation loop --------------------------------------------------------------

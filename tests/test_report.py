@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from fedrdskd.report import ConfigMismatchError, find_results, main
-from fedrdskd.report_table import write_report
 from fake_results import main_table, report_of, tables_of, write_run
+
+from fedrdskd.report import ConfigMismatchError, find_results
+from fedrdskd.report_cli import main
+from fedrdskd.report_table import write_report
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-
-from fedrdskd.report import (DEFAULT_IGNORED_KEYS, ConfigMismatchError, StrategyRow, load_run,
-                             main)
-from fedrdskd.report_paired import pair_runs
-from fedrdskd.report_sections import find_section
 from fake_results import report_of, write_run
+
+from fedrdskd.report import DEFAULT_IGNORED_KEYS, ConfigMismatchError, load_run
+from fedrdskd.report_cli import main
+from fedrdskd.report_paired import pair_runs
+from fedrdskd.report_runs import StrategyRow
+from fedrdskd.report_sections import find_section
 
 T_975 = {2: 4.3026527, 4: 2.7764451}  # t_{0.975, n-1} for 3 and 5 seeds, from a table
 

@@ -10,8 +10,7 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedrdskd.clients.client_app import handle_query
-from fedrdskd.sampling import (PartitionOrderedGrid, query_partition_ids,
-                               seed_round_sampling)
+from fedrdskd.sampling import PartitionOrderedGrid, SeededSampling, query_partition_ids
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +49,10 @@ class ShuffledGrid:
 def sampled_partitions(grid_seed: int, round_seed: int, server_round: int) -> list[int]:
     grid = ShuffledGrid(20, grid_seed)
     ordered = PartitionOrderedGrid(grid, query_partition_ids(grid, grid.get_node_ids(), 5))
-    seed_round_sampling(round_seed, server_round)
-    sampled, _ = sample_nodes(ordered, min_available_nodes=1, sample_size=10)
+    sampling = SeededSampling(round_seed)
+    sampling.start_round(server_round)
+    with sampling.active():
+        sampled, _ = sample_nodes(ordered, min_available_nodes=1, sample_size=10)
     return [grid.partition_of[node] for node in sampled]
 
 
@@ -83,13 +84,35 @@ def test_nodes_without_a_partition_id_come_last_with_a_warning(caplog):
     assert "did not report a partition id" in caplog.text
 
 
-def test_replies_are_put_in_partition_order():
+def test_seeded_sampling_leaves_the_global_random_alone():
+    random.seed(11)
+    expected = random.random()
+    random.seed(11)
+    sampling = SeededSampling(0)
+    sampling.start_round(1)
+    with sampling.active():
+        first = random.sample(range(100), 5)
+        continued = random.sample(range(100), 5)  # evaluate sampling continues the stream
+    assert random.random() == expected
+    sampling.start_round(1)
+    with sampling.active():
+        assert random.sample(range(100), 5) == first
+    with sampling.active():
+        assert random.sample(range(100), 5) == continued
+    unseeded = SeededSampling(None)
+    unseeded.start_round(1)
+    random.seed(11)
+    with unseeded.active():
+        assert random.random() == expected  # None: Flower's own sampling
+
+
+def test_replies_come_back_in_partition_order():
     grid = ShuffledGrid(4, seed=4)
     ordered = PartitionOrderedGrid(grid, grid.partition_of)
     queries = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n)
                for n in grid.get_node_ids()]
-    replies = grid.send_and_receive(queries)
-    in_order = ordered.in_partition_order(replies)
+    assert [r.metadata.src_node_id for r in grid.send_and_receive(queries)] != grid.node_ids
+    in_order = ordered.send_and_receive(queries)
     assert [r.metadata.src_node_id for r in in_order] == grid.node_ids
 
 

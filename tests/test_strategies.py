@@ -96,7 +96,7 @@ def arrays_differ(left: ArrayRecord, right: ArrayRecord) -> bool:
     return any(not torch.equal(left[name], right[name]) for name in left)
 
 
-EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds"}
+EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds", "num-sampled", "num-answered"}
 
 
 # ---- (a) no distillation == FedAvg ------------------------------------------------------
@@ -277,10 +277,19 @@ def test_class_weighting_with_label_counts():
     torch.testing.assert_close(weights, expected)
 
 
-def test_class_weighted_round_runs_without_label_counts():
+def test_class_weighted_round_without_label_counts_is_a_num_examples_round(caplog):
     replies = make_replies(client_states(), label_counts=False)
-    arrays, metrics = run_round(fedrdskd(generator_steps=1, student_steps=1), replies)
-    assert arrays is not None and "kd-loss" in metrics
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = run_round(fedrdskd(generator_steps=1, student_steps=1), replies)
+    assert "using 'num-examples' this round" in caplog.text
+    fallback, fallback_metrics = run_round(
+        fedrdskd(generator_steps=1, student_steps=1, ensemble_weighting="num-examples"),
+        make_replies(client_states(), label_counts=False))
+    assert_same_arrays(arrays, fallback)
+    assert metrics["kd-loss"] == fallback_metrics["kd-loss"]
+    with_counts, _ = run_round(fedrdskd(generator_steps=1, student_steps=1),
+                               make_replies(client_states()))
+    assert arrays_differ(with_counts, arrays)  # the weighting does matter
 
 
 # ---- (g) per-round metrics ------------------------------------------------------------
@@ -471,21 +480,37 @@ def test_decayed_to_zero_steps_returns_the_aggregate(monkeypatch, settings, serv
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("generator_steps", -1, r"generator_steps must be in \[0, 1000000\], got -1"),
-    ("student_steps", -3, r"student_steps must be in \[0, 1000000\], got -3"),
-    ("batch_size", 0, r"batch_size must be in \[1, 1000000\], got 0"),
-    ("latent_dim", 0, "latent_dim"),
-    ("iterations", 0, "iterations"),
-    ("reference_interval", 0, "reference_interval"),
-    ("strength_decay", 1.5, r"strength_decay must be in \[0.0, 1.0\], got 1.5"),
-    ("student_optimizer", "rmsprop", r"student_optimizer must be one of \('adam', 'sgd'\)"),
-    ("temperature", 0.0, "temperature"),
-    ("generator_lr", -1e-3, "generator_lr"),
-    ("ensemble_weighting", "median", "ensemble_weighting must be one of"),
-    ("ensemble_combine", "median", r"ensemble_combine must be one of \('probabilities'"),
-    ("input_shape", (8, 8), r"input_shape must be \(C, H, W\)"),
-    ("num_classes", 1, "num_classes must be >= 2"),
+    ("generator_steps", -1, r"generator_steps=-1: allowed range is \[0, 1000000\]"),
+    ("student_steps", -3, r"student_steps=-3: allowed range is \[0, 1000000\]"),
+    ("generator_steps", 2.5, r"generator_steps=2\.5: must be an integer"),
+    ("batch_size", 0, r"batch_size=0: allowed range is \[1, 1000000\]"),
+    ("latent_dim", 0, r"latent_dim=0: allowed range"),
+    ("iterations", 0, r"iterations=0: allowed range"),
+    ("reference_interval", 0, r"reference_interval=0: allowed range"),
+    ("strength_decay", 1.5, r"strength_decay=1\.5: allowed range is \[0\.0, 1\.0\]"),
+    ("student_optimizer", "rmsprop",
+     r"student_optimizer='rmsprop': allowed values are adam, sgd"),
+    ("temperature", 0.0, r"temperature=0\.0: allowed range is \(0\.0, inf\]"),
+    ("generator_lr", -1e-3, r"generator_lr=-0\.001: allowed range is \(0\.0"),
+    ("student_lr", True, r"student_lr=True: must be a number"),
+    ("ensemble_weighting", "median",
+     r"ensemble_weighting='median': allowed values are uniform, num-examples, class"),
+    ("ensemble_combine", "median",
+     r"ensemble_combine='median': allowed values are probabilities, logits"),
+    ("class_prior", "zipf", r"class_prior='zipf': allowed values are uniform, label-counts"),
+    ("input_shape", (8, 8), r"input_shape=\(8, 8\): must be \(C, H, W\)"),
+    ("num_classes", 1, r"num_classes=1: allowed range is \[2, inf\]"),
+    ("min_replies", 0, r"min_replies=0: allowed range is \[1, inf\]"),
 ])
 def test_constructor_validation(key, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=rf"Invalid config value {message}"):
         fedrdskd(**{key: value})
+
+
+def test_no_distillation_steps_warn_at_construction(caplog):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedrdskd(generator_steps=0, student_steps=1)
+    assert "equivalent to its base strategy" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        fedrdskd(generator_steps=0, student_steps=0)
+    assert "`generator_steps=0` and `student_steps=0`" in caplog.text

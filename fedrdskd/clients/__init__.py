@@ -1,0 +1,1 @@
+"""The ClientApp (local training and evaluation) and its training loops."""

@@ -1,0 +1,1 @@
+"""Hydra configs of the ``fedrdskd`` command (``config.yaml`` and its groups)."""

@@ -4,10 +4,15 @@ Generator networks, RDSKD's loss terms, the weighted teacher ensemble of client 
 the synthesizer interface and the one distillation loop shared by RDSKD and FedFTG.
 """
 
-from fedrdskd.kd.base import SyntheticBatch, Synthesizer
+from fedrdskd.kd.base import Synthesizer, SyntheticBatch
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
-from fedrdskd.kd.ensemble import (ENSEMBLE_COMBINATIONS, ENSEMBLE_WEIGHTINGS, TeacherEnsemble,
-                                  combine_member_logits, ensemble_weights)
+from fedrdskd.kd.ensemble import (
+    ENSEMBLE_COMBINATIONS,
+    ENSEMBLE_WEIGHTINGS,
+    TeacherEnsemble,
+    combine_member_logits,
+    ensemble_weights,
+)
 from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.losses import (
     RDSKDGeneratorLoss,

@@ -9,11 +9,16 @@ loop (no branching on the method's name).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+Teacher = Callable[[torch.Tensor], torch.Tensor]
+"""A frozen teacher: images ``[B, C, H, W]`` -> logits ``[B, classes]`` (e.g. a
+:class:`~fedrdskd.kd.ensemble.TeacherEnsemble`)."""
 
 
 @dataclass
@@ -35,7 +40,7 @@ class SyntheticBatch:
 
 @runtime_checkable
 class Synthesizer(Protocol):
-    """Two verbs and a loss: train the generator one step, sample, score the student."""
+    """Two verbs, a target and a loss: train the generator, sample, score the student."""
 
     generator: nn.Module
 
@@ -51,7 +56,16 @@ class Synthesizer(Protocol):
     def student_loss(
         self, student_logits: torch.Tensor, teacher: Any, batch: SyntheticBatch
     ) -> torch.Tensor:
-        """Loss that pulls the student towards the teacher ensemble on ``batch``."""
+        """Loss that pulls the student towards :meth:`student_target` on ``batch``."""
+
+    def student_target(self, teacher: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """What the student is trained towards on ``batch``, as logits ``[B, C]``.
+
+        Its softmax is the target distribution at temperature 1 (RDSKD: the teacher's
+        output; FedFTG: the label-conditioned class-level ensemble). The loss and the
+        distillation loop's metrics both use it, so the metrics describe the target the
+        student is actually trained towards.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Generator and optimiser state, for warm starts and checkpoints."""

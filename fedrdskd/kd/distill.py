@@ -6,16 +6,13 @@ import copy
 import numbers
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedrdskd.kd.base import Synthesizer
-
-Teacher = Callable[[torch.Tensor], torch.Tensor]
+from fedrdskd.kd.base import Synthesizer, Teacher
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +43,7 @@ class DistillationSchedule:
     batch_size: int
 
     def __post_init__(self) -> None:
+        """Refuse counts that are not integers in range, naming the field."""
         for name, low in (("iterations", 1), ("generator_steps", 0), ("student_steps", 0),
                           ("batch_size", 1)):
             value = getattr(self, name)
@@ -93,9 +91,10 @@ def run_distillation(
         ``generator-<term>``: mean of each term the synthesizer reports (absent without
         generator steps); ``kd-loss``: mean student loss (absent without student steps);
         ``generator-seconds``, ``student-seconds``, ``distill-seconds`` (wall time, the
-        last includes the evaluation); on a fresh batch after training:
-        ``ensemble-agreement`` (fraction of samples where the student's and the teacher's
-        argmax agree), ``kl-before`` / ``kl-after`` (``KL(teacher ‖ student)`` at ``τ = 1``,
+        last includes the evaluation); on a fresh batch after training, against the
+        synthesizer's :meth:`~fedrdskd.kd.base.Synthesizer.student_target`:
+        ``ensemble-agreement`` (fraction of samples where the student's and the target's
+        argmax agree), ``kl-before`` / ``kl-after`` (``KL(target ‖ student)`` at ``τ = 1``,
         batch mean, for the student as it was before and after this run).
     """
     start = time.perf_counter()
@@ -152,18 +151,18 @@ def _agreement_metrics(
     synthesizer: Synthesizer,
     batch_size: int,
 ) -> dict[str, float]:
-    """Agreement and KL to the teacher on one fresh batch, before and after training."""
-    images = synthesizer.sample(batch_size).images
-    teacher_log_probabilities = F.log_softmax(teacher(images), dim=1)
+    """Agreement and KL to the student's target on one fresh batch, before and after."""
+    batch = synthesizer.sample(batch_size)
+    target_log_probabilities = F.log_softmax(synthesizer.student_target(teacher, batch), dim=1)
     results = {}
     for name, model in (("kl-before", initial_student), ("kl-after", student)):
         was_training = model.training
         model.eval()
-        logits = model(images)
+        logits = model(batch.images)
         model.train(was_training)
-        results[name] = float(F.kl_div(F.log_softmax(logits, dim=1), teacher_log_probabilities,
+        results[name] = float(F.kl_div(F.log_softmax(logits, dim=1), target_log_probabilities,
                                        reduction="batchmean", log_target=True))
         if name == "kl-after":
-            agreement = logits.argmax(dim=1) == teacher_log_probabilities.argmax(dim=1)
+            agreement = logits.argmax(dim=1) == target_log_probabilities.argmax(dim=1)
             results["ensemble-agreement"] = float(agreement.float().mean())
     return results

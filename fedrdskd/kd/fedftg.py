@@ -7,14 +7,16 @@ in ``methods/local_fn_gan.py`` of github.com/ZhangLin-PKU/FedFTG), run by
 :func:`fedrdskd.kd.distill.run_distillation` with ``iterations = I`` (10),
 ``generator_steps = I_g`` (1), ``student_steps = I_d`` (5):
 
-1. :meth:`FedFTGSynthesizer.set_round` takes the round's label counts ``n_{k,c}``: the
-   class-level weights ``α_{c,k}`` and a pool of ``I·B`` labels in proportion to the
-   pooled counts (customised label sampling).
+1. :meth:`FedFTGSynthesizer.set_round` takes the round's label counts ``n_{k,c}`` and
+   the class-level weights ``α_{c,k}`` (the teacher ensemble's) and draws a pool of
+   ``I·B`` labels in proportion to the pooled counts (customised label sampling).
 2. Each iteration fixes ``B`` labels from the pool and fresh latents ``z ~ N(0, I)``.
 3. Generator phase: for each client ``k`` in turn, one Adam step on
    ``L_md + λ_cls·L_cls + λ_dis·L_dis/|S|`` (:mod:`fedrdskd.kd.fedftg_losses`).
 4. Global phase: the global model (student) takes SGD steps on the soft cross-entropy
-   against the class-level ensemble ``p_ens`` on ``G(z, y)``, the same batch each step.
+   against the class-level ensemble ``p_ens`` on ``G(z, y)``, the same batch each step
+   (:meth:`FedFTGSynthesizer.student_target`, also what ``run_distillation``'s
+   ``kl-*`` and ``ensemble-agreement`` measure against).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import torch
 from torch import nn
 
 from fedrdskd.kd.base import SyntheticBatch
-from fedrdskd.kd.ensemble import ensemble_weights
 from fedrdskd.kd.fedftg_losses import (
     SOFT_CE_REDUCTIONS,
     client_generator_loss,
     ensemble_soft_targets,
     soft_cross_entropy,
 )
+from fedrdskd.kd.generators import generate_unchanged
 
 
 def sample_labels(
@@ -98,13 +100,15 @@ class FedFTGSynthesizer:
     """Train a conditional generator against each client in turn; sample it for the student.
 
     Implements :class:`fedrdskd.kd.base.Synthesizer`. Call :meth:`set_round` with the
-    round's label counts before each round's distillation. The generator, the RNGs and
-    (with ``persist_optimizer_state``) Adam's moments persist across rounds.
+    round's label counts and class-level weights before each round's distillation. The
+    generator, the RNGs and (with ``persist_optimizer_state``) Adam's moments persist
+    across rounds.
 
     The teacher passed to :meth:`generator_step` and :meth:`student_loss` must have
     ``member_logits(x) -> [K, B, C]`` (a :class:`~fedrdskd.kd.ensemble.TeacherEnsemble`)
-    with its members in the order of the label counts' rows. Its own weights are not
-    used: FedFTG weighs clients per sample by the class-level ``α`` computed here.
+    with its members in the order of the label counts' rows. FedFTG weighs clients per
+    sample by the class-level ``α`` given to :meth:`set_round` (the teacher's own
+    weights when it was built with ``ensemble_weights("class", ...)``).
 
     Modes, as in the released code: clients in eval mode (the ensemble's); the global
     model in eval mode during generator steps (set and restored here; pass
@@ -190,22 +194,26 @@ class FedFTGSynthesizer:
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
 
-    def set_round(self, label_counts: np.ndarray | torch.Tensor, *, lr: float | None = None
-                  ) -> None:
-        """Start a round: class-level weights and label pool from ``n_{k,c}`` ``[K, C]``.
+    def set_round(self, label_counts: np.ndarray | torch.Tensor, class_weights: torch.Tensor,
+                  *, lr: float | None = None) -> None:
+        """Start a round: the label pool from ``n_{k,c}`` ``[K, C]``, and ``α`` ``[K, C]``.
 
-        Also sets the generator's ``lr`` if given, and clears Adam's moments unless
-        ``persist_optimizer_state``.
+        ``class_weights`` are FedFTG's class-level weights ``α_{c,k} = n_{k,c} / Σ_k
+        n_{k,c}`` (:func:`~fedrdskd.kd.ensemble.ensemble_weights` ``"class"``; the
+        strategy passes its teacher's). Also sets the generator's ``lr`` if given, and
+        clears Adam's moments unless ``persist_optimizer_state``.
         """
         counts = torch.as_tensor(np.asarray(label_counts, dtype=np.float64))
         if counts.ndim != 2 or counts.shape[1] != self.num_classes:
             raise ValueError(f"label_counts must have shape [K, {self.num_classes}] "
                              f"(clients x classes), got {tuple(counts.shape)}.")
-        weights = ensemble_weights("class", num_examples=counts.sum(dim=1).tolist(),
-                                   label_counts=counts, num_classes=self.num_classes)
+        if tuple(class_weights.shape) != tuple(counts.shape):
+            raise ValueError(f"class_weights must have the label counts' shape "
+                             f"{tuple(counts.shape)}, got {tuple(class_weights.shape)}.")
         self._pool = sample_labels(counts, self.iterations_per_round * self.batch_size,
                                    self.rng)
-        self.label_counts, self.class_weights = counts, weights.to(self.device)
+        self.label_counts = counts
+        self.class_weights = class_weights.to(device=self.device, dtype=torch.float32)
         self._latents = self._labels = None
         self._cache = {}
         if lr is not None:
@@ -215,9 +223,9 @@ class FedFTGSynthesizer:
 
     def begin_iteration(self) -> None:
         """Fix this iteration's ``B`` labels (next from the pool) and latents ``z``."""
-        self._require_round()
+        label_counts, _ = self._require_round()
         if self._pool.numel() < self.batch_size:
-            self._pool = sample_labels(self.label_counts,
+            self._pool = sample_labels(label_counts,
                                        self.iterations_per_round * self.batch_size, self.rng)
         self._labels = self._pool[:self.batch_size].to(self.device)
         self._pool = self._pool[self.batch_size:]
@@ -236,6 +244,7 @@ class FedFTGSynthesizer:
         """
         latents, labels = self._require_iteration()
         num_clients = self._check_teacher(teacher)
+        _, class_weights = self._require_round()
         parameters = [p for p in self.generator.parameters() if p.requires_grad]
         was_training = student.training
         student.eval()
@@ -245,7 +254,7 @@ class FedFTGSynthesizer:
             images = self.generator(latents, labels)
             total, values = client_generator_loss(
                 global_logits=student(images), client_logits=client_logits(teacher, client, images),
-                labels=labels, sample_weights=self.class_weights[client, labels],
+                labels=labels, sample_weights=class_weights[client, labels],
                 latents=latents, images=images, num_clients=num_clients, **self.lambdas)
             self.optimizer.zero_grad(set_to_none=True)
             if total.requires_grad:  # all weights 0: nothing to optimise
@@ -265,12 +274,13 @@ class FedFTGSynthesizer:
         proportion to the round's counts) and latents from a separate RNG, so such
         draws never change the training stream.
         """
-        if self._latents is not None and batch_size == self.batch_size:
+        latents, labels = self._latents, self._labels
+        if latents is not None and labels is not None and batch_size == self.batch_size:
             if "images" not in self._cache:
-                self._cache["images"] = self._generate(self._latents, self._labels)
-            return SyntheticBatch(images=self._cache["images"], labels=self._labels)
-        self._require_round()
-        labels = sample_labels(self.label_counts, batch_size, self.eval_rng).to(self.device)
+                self._cache["images"] = self._generate(latents, labels)
+            return SyntheticBatch(images=self._cache["images"], labels=labels)
+        label_counts, _ = self._require_round()
+        labels = sample_labels(label_counts, batch_size, self.eval_rng).to(self.device)
         latents = torch.randn(batch_size, self.latent_dim, generator=self.eval_rng)
         return SyntheticBatch(images=self._generate(latents.to(self.device), labels),
                               labels=labels)
@@ -278,21 +288,30 @@ class FedFTGSynthesizer:
     def student_loss(self, student_logits: torch.Tensor, teacher: Any,
                      batch: SyntheticBatch) -> torch.Tensor:
         """Soft cross-entropy of the student against ``p_ens`` (teacher without gradients)."""
-        if batch.labels is None:
-            raise ValueError("FedFTG's student loss needs the batch's conditioning labels "
-                             "(SyntheticBatch.labels is None).")
-        self._require_round()
-        self._check_teacher(teacher)
-        targets = self._cache.get("targets") if batch.images is self._cache.get("images") \
-            else None
-        if targets is None:
-            with torch.no_grad():
-                targets = ensemble_soft_targets(teacher.member_logits(batch.images),
-                                                self.class_weights, batch.labels)
-            if batch.images is self._cache.get("images"):
-                self._cache["targets"] = targets
-        return soft_cross_entropy(student_logits, targets,
+        return soft_cross_entropy(student_logits, self._ensemble_probabilities(teacher, batch),
                                   reduction=self.student_loss_reduction)
+
+    def student_target(self, teacher: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """``log p_ens`` on ``batch``: the label-conditioned class-level ensemble."""
+        probabilities = self._ensemble_probabilities(teacher, batch)
+        return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
+
+    @torch.no_grad()
+    def _ensemble_probabilities(self, teacher: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """``p_ens(x_i) = Σ_k α_{y_i,k} softmax(t^k_i)`` (computed once per iteration batch)."""
+        if batch.labels is None:
+            raise ValueError("FedFTG's student target needs the batch's conditioning labels "
+                             "(SyntheticBatch.labels is None).")
+        _, class_weights = self._require_round()
+        self._check_teacher(teacher)
+        cached = batch.images is self._cache.get("images")
+        targets = self._cache.get("targets") if cached else None
+        if targets is None:
+            targets = ensemble_soft_targets(teacher.member_logits(batch.images),
+                                            class_weights, batch.labels)
+            if cached:
+                self._cache["targets"] = targets
+        return targets
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the generator, Adam, RNG and current round/iteration states."""
@@ -314,22 +333,16 @@ class FedFTGSynthesizer:
         self._cache = {}
 
     # ---- helpers -----------------------------------------------------------------
-    @torch.no_grad()
     def _generate(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Generator output without gradients; its BatchNorm buffers are left unchanged."""
-        was_training = self.generator.training
-        self.generator.train(self.sample_batch_statistics)
-        buffers = [(buffer, buffer.clone()) for buffer in self.generator.buffers()]
-        images = self.generator(latents, labels)
-        for buffer, saved in buffers:
-            buffer.copy_(saved)
-        self.generator.train(was_training)
-        return images
+        return generate_unchanged(self.generator, latents, labels,
+                                  batch_statistics=self.sample_batch_statistics)
 
-    def _require_round(self) -> None:
-        if self.class_weights is None:
+    def _require_round(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The round's label counts and class weights (set by :meth:`set_round`)."""
+        if self.label_counts is None or self.class_weights is None:
             raise RuntimeError("FedFTGSynthesizer: call set_round(label_counts) before "
                                "distilling (FedFTG needs the clients' label counts).")
+        return self.label_counts, self.class_weights
 
     def _require_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._latents is None or self._labels is None:
@@ -338,7 +351,7 @@ class FedFTGSynthesizer:
         return self._latents, self._labels
 
     def _check_teacher(self, teacher: Any) -> int:
-        num_clients = self.class_weights.shape[0]
+        num_clients = self._require_round()[1].shape[0]
         if not hasattr(teacher, "member_logits") or teacher.num_members != num_clients:
             raise ValueError(f"FedFTG needs a teacher with member_logits() and "
                              f"{num_clients} members (one per label-count row), got "
@@ -358,9 +371,9 @@ def _check_settings(*, num_classes: int, latent_dim: int, lr: float, batch_size:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}.")
-    for name, value in zip(("lambda_md", "lambda_cls", "lambda_dis"), lambdas):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    for name, weight in zip(("lambda_md", "lambda_cls", "lambda_dis"), lambdas):
+        if not weight >= 0:
+            raise ValueError(f"{name} must be >= 0, got {weight!r}.")
     if student_loss_reduction not in SOFT_CE_REDUCTIONS:
         raise ValueError(f"student_loss_reduction must be one of {SOFT_CE_REDUCTIONS}, "
                          f"got {student_loss_reduction!r}.")

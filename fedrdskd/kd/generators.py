@@ -7,6 +7,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@torch.no_grad()
+def generate_unchanged(generator: nn.Module, *inputs: torch.Tensor,
+                       batch_statistics: bool) -> torch.Tensor:
+    """``generator(*inputs)`` without gradients, leaving the generator exactly as it was.
+
+    Sampling must not change the generator: its BatchNorm running statistics are
+    restored afterwards, and so is its train/eval mode.
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        Any generator (``G(z)`` or ``G(z, y)``).
+    *inputs : torch.Tensor
+        Its inputs.
+    batch_statistics : bool
+        Normalise BatchNorm layers with the batch's statistics (train mode) instead of
+        their running statistics (eval mode).
+    """
+    was_training = generator.training
+    generator.train(batch_statistics)
+    buffers = [(buffer, buffer.clone()) for buffer in generator.buffers()]
+    images = generator(*inputs)
+    for buffer, saved in buffers:
+        buffer.copy_(saved)
+    generator.train(was_training)
+    return images
+
 
 def checked_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """``(C, H, W)`` as ints, for generators that upsample twice by 2 (H, W multiples of 4).
@@ -23,6 +50,7 @@ def checked_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, in
         raise ValueError(f"image_shape must have H and W multiples of 4 (e.g. 28 or 32), "
                          f"got {tuple(image_shape)!r}.")
     return image_channels, height, width
+
 
 class DAFLGenerator(nn.Module):
     """The DAFL-style generator that RDSKD uses (Chen et al., ICCV 2019; RDSKD's code).

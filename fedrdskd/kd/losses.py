@@ -104,9 +104,9 @@ def hard_sample_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor
 def inter_sample_diversity_loss(
     images: torch.Tensor, logits: torch.Tensor, *, eps: float = 1e-20
 ) -> torch.Tensor:
-    """Inter-sample diversity: ``L_ds = 1 / (l + eps)`` with
-    ``l = ‖G(z²) − G(z¹)‖_F / ‖softmax(T(G(z²))) − softmax(T(G(z¹)))‖_F``.
+    """Inter-sample diversity: ``L_ds = 1 / (l + eps)``.
 
+    ``l = ‖G(z²) − G(z¹)‖_F / ‖softmax(T(G(z²))) − softmax(T(G(z¹)))‖_F``.
     The batch is split into two halves ``z¹ = z[:h]`` and ``z² = z[h:2h]``,
     ``h = B // 2`` (an odd batch's last sample is not used). The loss is low when
     generated samples lie far apart compared with how far apart the teacher sees them,
@@ -197,8 +197,9 @@ class RDSKDGeneratorLoss:
 
     Parameters
     ----------
-    reference_interval : int (default: 120)
-        Steps between reference refreshes (the released code: 120, one epoch).
+    reference_interval : int
+        Steps between reference refreshes (the released code: 120, one epoch; the
+        strategy's ``reference_interval`` sets it).
     weight_authenticity : float (default: 1.0)
         ``w_oh``, weight of the authenticity term.
     weight_class_diversity : float (default: 1.0)
@@ -216,7 +217,7 @@ class RDSKDGeneratorLoss:
     def __init__(
         self,
         *,
-        reference_interval: int = 120,
+        reference_interval: int,
         weight_authenticity: float = 1.0,
         weight_class_diversity: float = 1.0,
         weight_inter_sample_diversity: float = 1.0,

@@ -8,17 +8,15 @@ ICASSP 2021, arXiv 2011.03749; settings follow the authors' released code (see
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from fedrdskd.kd.base import SyntheticBatch
+from fedrdskd.kd.base import SyntheticBatch, Teacher
+from fedrdskd.kd.generators import generate_unchanged
 from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
 from fedrdskd.kd.synthetic_pool import SyntheticPool, augmenter
-
-Teacher = Callable[[torch.Tensor], torch.Tensor]
 
 
 class RDSKDSynthesizer:
@@ -50,12 +48,13 @@ class RDSKDSynthesizer:
     batch_size : int (default: 64)
         Latents per generator step (even: the inter-sample term pairs two halves;
         released code: 512).
-    reference_interval : int (default: 120)
-        Generator steps between refreshes of the loss references (released code: 120).
+    reference_interval : int
+        Generator steps between refreshes of the loss references (released code: 120;
+        the strategy's ``reference_interval`` sets it).
     temperature : float (default: 10.0)
         ``τ`` of the student's KD loss (released code: 10).
-    weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float (default: 1.0)
-        Term weights for ablations (RDSKD: all 1; 0 switches a term off).
+    weight_authenticity, weight_class_diversity, weight_inter_sample_diversity : float
+        (default: 1.0) Term weights for ablations (RDSKD: all 1; 0 switches a term off).
     weight_hard_sample : float (default: 0.0)
         Weight of the student-aware hard-sample term
         (:func:`~fedrdskd.kd.losses.hard_sample_loss`; 0 = RDSKD, the student is then
@@ -105,10 +104,10 @@ class RDSKDSynthesizer:
         generator: nn.Module,
         *,
         latent_dim: int,
+        reference_interval: int,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         batch_size: int = 64,
-        reference_interval: int = 120,
         temperature: float = 10.0,
         weight_authenticity: float = 1.0,
         weight_class_diversity: float = 1.0,
@@ -230,6 +229,7 @@ class RDSKDSynthesizer:
             self._cached, self._cached_teacher = self._student_batch(), None
             self._uses_left = self.batch_reuse
         self._uses_left -= 1
+        assert self._cached is not None  # drawn above when the last batch was used up
         return self._cached
 
     def _student_batch(self) -> SyntheticBatch:
@@ -240,30 +240,26 @@ class RDSKDSynthesizer:
 
     @torch.no_grad()
     def _generate(self, batch_size: int) -> SyntheticBatch:
-        was_training = self.generator.training
-        self.generator.train(self.sample_batch_statistics)
-        buffers = [(b, b.clone()) for b in self.generator.buffers()]
-        images = self.generator(self.latents(batch_size))
-        for buffer, saved in buffers:
-            buffer.copy_(saved)
-        self.generator.train(was_training)
-        return SyntheticBatch(images=images)
+        return SyntheticBatch(images=generate_unchanged(
+            self.generator, self.latents(batch_size),
+            batch_statistics=self.sample_batch_statistics))
 
     def student_loss(
         self, student_logits: torch.Tensor, teacher: Teacher, batch: SyntheticBatch
     ) -> torch.Tensor:
-        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` (teacher without gradients).
+        """``τ² · KL(softmax(T(x)/τ) ‖ softmax(S(x)/τ))`` against :meth:`student_target`."""
+        return kd_loss(student_logits, self.student_target(teacher, batch), self.temperature)
 
-        The teacher's outputs on a reused batch are computed once.
-        """
+    @torch.no_grad()
+    def student_target(self, teacher: Teacher, batch: SyntheticBatch) -> torch.Tensor:
+        """The teacher's logits ``T(x)`` (computed once for a reused batch)."""
         reused = self._cached is not None and batch is self._cached
         teacher_logits = self._cached_teacher if reused else None
         if teacher_logits is None:
-            with torch.no_grad():
-                teacher_logits = teacher(batch.images)
+            teacher_logits = teacher(batch.images)
             if reused:
                 self._cached_teacher = teacher_logits
-        return kd_loss(student_logits, teacher_logits, self.temperature)
+        return teacher_logits
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the generator, Adam, loss-reference, pool and RNG states."""

@@ -59,7 +59,7 @@ class SyntheticPool:
             return fresh
         borrowed = int(round(self.fraction * len(fresh)))
         mixed = fresh
-        if 0 < borrowed <= self.size:
+        if self.images is not None and 0 < borrowed <= self.size:
             order = torch.randperm(self.size, generator=rng, device=rng.device)[:borrowed]
             mixed = torch.cat([fresh[:len(fresh) - borrowed],
                                self.images[order.to(self.images.device)]])
@@ -82,10 +82,10 @@ class SyntheticPool:
 
 def shift_flip(images: torch.Tensor, rng: torch.Generator, *, max_shift: int,
                flip: bool) -> torch.Tensor:
-    """Each image shifted by up to ``max_shift`` pixels (zeros fill in) and, with
-    ``flip``, mirrored left-right with probability 1/2; draws come from ``rng``.
+    """Each image shifted by up to ``max_shift`` pixels (zeros fill in), maybe mirrored.
 
-    ``max_shift = 0`` and ``flip = False`` return ``images`` unchanged.
+    With ``flip``, an image is mirrored left-right with probability 1/2; draws come from
+    ``rng``. ``max_shift = 0`` and ``flip = False`` return ``images`` unchanged.
     """
     if max_shift == 0 and not flip:
         return images

@@ -11,27 +11,30 @@ hooks that :class:`~fedrdskd.strategies.FedRDSKD` and
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from fedrdskd.checks import check_choice, invalid
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
+from fedrdskd.kd.ensemble import (
+    ENSEMBLE_COMBINATIONS,
+    ENSEMBLE_WEIGHTINGS,
+    TeacherEnsemble,
+    ensemble_weights,
+)
 from fedrdskd.kd.interpolation import interpolate_states
-from fedrdskd.kd.ensemble import ENSEMBLE_COMBINATIONS, TeacherEnsemble, ensemble_weights
 from fedrdskd.strategies.client_ensemble import ClientEnsembleMixin
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 from fedrdskd.strategies.validation import StepSizeSelector
-
-ENSEMBLE_WEIGHTINGS = ("uniform", "num-examples", "class")
 
 
 def member_weights(
@@ -45,11 +48,11 @@ def member_weights(
         The weights and the weighting actually used.
     """
     used = kind
-    if kind == "class" and any(m.label_counts is None for m in members):
+    counts = stacked_label_counts(members) if kind == "class" else None
+    if kind == "class" and counts is None:
         log(WARNING, "ensemble_weighting='class' needs label counts from every client; "
             "some did not send them, using 'num-examples' this round.")
         used = "num-examples"
-    counts = (np.stack([m.label_counts for m in members]) if used == "class" else None)
     weights = ensemble_weights(used, num_examples=[m.num_examples for m in members],
                                label_counts=counts, num_classes=num_classes)
     return weights, used
@@ -123,15 +126,12 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self.step_size = StepSizeSelector(
             fixed_beta=student_interpolation, betas=tuple(validation_betas),
             clients=validation_clients, timeout=validation_timeout, seed=seed)
-        if ensemble_weighting not in ENSEMBLE_WEIGHTINGS:
-            raise ValueError(f"ensemble_weighting must be one of {ENSEMBLE_WEIGHTINGS}, "
-                             f"got {ensemble_weighting!r}.")
-        if ensemble_combine not in ENSEMBLE_COMBINATIONS:
-            raise ValueError(f"ensemble_combine must be one of {ENSEMBLE_COMBINATIONS}, "
-                             f"got {ensemble_combine!r}.")
+        check_choice("ensemble_weighting", ensemble_weighting, ENSEMBLE_WEIGHTINGS)
+        check_choice("ensemble_combine", ensemble_combine, ENSEMBLE_COMBINATIONS)
         if len(tuple(input_shape)) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}.")
-        self.input_shape = tuple(int(v) for v in input_shape)
+            raise invalid("input_shape", input_shape, "must be (C, H, W)")
+        channels, height, width = (int(size) for size in input_shape)
+        self.input_shape = (channels, height, width)
         self.ensemble_weighting = ensemble_weighting
         self.ensemble_combine = ensemble_combine
         self.batched_ensemble = batched_ensemble

@@ -21,22 +21,22 @@ Add it to another Flower strategy with one line::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from logging import INFO
-from typing import Any
+from logging import INFO, WARNING
+from typing import Any, cast
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
+from fedrdskd.checks import check_choice, check_number, invalid
 from fedrdskd.kd.conditional_generator import ConditionalGenerator
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.fedftg import FedFTGSynthesizer
 from fedrdskd.kd.fedftg_losses import SOFT_CE_REDUCTIONS
 from fedrdskd.strategies.distillation import DistillationMixin
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
 MISSING_LABEL_COUNTS = (
     "FedFTG needs every client's per-class label counts (class-level ensemble weights and "
@@ -45,18 +45,15 @@ MISSING_LABEL_COUNTS = (
     "(flwr run config), or use a strategy that works without them (e.g. fedrdskd).")
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *,
-                 low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        low < value <= high if low_open else low <= value <= high)
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}.")
+def _warn_if_degenerate(iterations: int, generator_steps: int, student_steps: int,
+                        lambdas: dict[str, float]) -> None:
+    """Warn, as Flower's FedProx does on ``proximal_mu=0``, about settings that do nothing."""
+    if iterations == 0 or generator_steps == student_steps == 0:
+        log(WARNING, "FedFTG initialized with `iterations=0` or `generator_steps=0` and "
+            "`student_steps=0`. This makes the strategy equivalent to its base strategy.")
+    elif generator_steps > 0 and not any(lambdas.values()):
+        log(WARNING, "FedFTG initialized with `lambda_md=lambda_cls=lambda_dis=0`. The "
+            "generator's objective is then 0 and its steps do not train it.")
 
 
 class FedFTGMixin(DistillationMixin):
@@ -133,25 +130,24 @@ class FedFTGMixin(DistillationMixin):
         **kwargs: Any,
     ) -> None:
         if ensemble_weighting != "class":
-            raise ValueError(f"FedFTG's ensemble is class-level: ensemble_weighting must be "
-                             f"'class', got {ensemble_weighting!r}.")
+            raise invalid("ensemble_weighting", ensemble_weighting,
+                          "FedFTG's ensemble is class-level, the only allowed value is class")
         super().__init__(ensemble_weighting=ensemble_weighting, **kwargs)
         for name, value, low in (("iterations", iterations, 0),
                                  ("generator_steps", generator_steps, 0),
                                  ("student_steps", student_steps, 0),
                                  ("batch_size", batch_size, 2), ("latent_dim", latent_dim, 1),
                                  ("generator_channels", generator_channels, 1)):
-            _check_int(name, value, low)
-        for name, value in (("generator_lr", generator_lr), ("student_lr", student_lr)):
-            _check_float(name, value, 0.0, 100.0, low_open=True)
-        _check_float("student_momentum", student_momentum, 0.0, 1.0)
-        _check_float("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
-        for name, value in (("lambda_md", lambda_md), ("lambda_cls", lambda_cls),
-                            ("lambda_dis", lambda_dis)):
-            _check_float(name, value, 0.0, 1e6)
-        if student_loss_reduction not in SOFT_CE_REDUCTIONS:
-            raise ValueError(f"student_loss_reduction must be one of {SOFT_CE_REDUCTIONS}, "
-                             f"got {student_loss_reduction!r}.")
+            check_number(name, value, low, integer=True)
+        for name, rate in (("generator_lr", generator_lr), ("student_lr", student_lr)):
+            check_number(name, rate, 0.0, 100.0, low_open=True)
+        check_number("student_momentum", student_momentum, 0.0, 1.0)
+        check_number("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
+        lambdas = {"lambda_md": lambda_md, "lambda_cls": lambda_cls, "lambda_dis": lambda_dis}
+        for name, weight in lambdas.items():
+            check_number(name, weight, 0.0, 1e6)
+        check_choice("student_loss_reduction", student_loss_reduction, SOFT_CE_REDUCTIONS)
+        _warn_if_degenerate(iterations, generator_steps, student_steps, lambdas)
         self.iterations = int(iterations)
         self.generator_steps = int(generator_steps)
         self.student_steps = int(student_steps)
@@ -200,7 +196,8 @@ class FedFTGMixin(DistillationMixin):
             iterations_per_round=max(self.iterations, 1),
             student_loss_reduction=self.student_loss_reduction,
             persist_optimizer_state=self.persist_optimizer_state,
-            device=self.device, seed=self.seed, **self.lambdas)
+            lambda_md=self.lambdas["lambda_md"], lambda_cls=self.lambdas["lambda_cls"],
+            lambda_dis=self.lambdas["lambda_dis"], device=self.device, seed=self.seed)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """``I`` iterations of ``I_g`` generator and ``I_d`` global steps (none if I = 0)."""
@@ -223,9 +220,11 @@ class FedFTGMixin(DistillationMixin):
     def prepare_round(
         self, server_round: int, members: Sequence[ClientModel], teacher: TeacherEnsemble
     ) -> None:
-        """Hand the round's label counts and decayed generator lr to the synthesizer."""
-        counts = np.stack([member.label_counts for member in members])
-        self.synthesizer.set_round(counts, lr=self.round_lr(self.generator_lr, server_round))
+        """Start the synthesizer's round: label counts, the teacher's α, the decayed lr."""
+        counts = stacked_label_counts(members)
+        assert counts is not None  # refine_global_model refuses rounds without them
+        cast(FedFTGSynthesizer, self.synthesizer).set_round(
+            counts, teacher.weights, lr=self.round_lr(self.generator_lr, server_round))
 
     def refine_global_model(
         self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]

@@ -17,28 +17,23 @@ import copy
 import math
 from collections.abc import Sequence
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 import torch
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
+from fedrdskd.checks import check_choice, check_number
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
 from fedrdskd.kd.rdskd import RDSKDSynthesizer
 from fedrdskd.kd.synthetic_pool import AUGMENTATIONS
 from fedrdskd.strategies.distillation import DistillationMixin
-from fedrdskd.strategies.replies import ClientModel
+from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
 STUDENT_OPTIMIZERS = ("adam", "sgd")
 CLASS_PRIORS = ("uniform", "label-counts")
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}.")
 
 
 class RDSKDMixin(DistillationMixin):
@@ -162,30 +157,29 @@ class RDSKDMixin(DistillationMixin):
         super().__init__(**kwargs)
         for name, value in (("generator_steps", generator_steps),
                             ("student_steps", student_steps)):
-            _check_range(name, value, 0, 10**6)
+            check_number(name, value, 0, 10**6, integer=True)
         for name, value in (("iterations", iterations), ("batch_size", batch_size),
                             ("latent_dim", latent_dim),
                             ("generator_channels", generator_channels),
                             ("reference_interval", reference_interval),
                             ("student_batch_reuse", student_batch_reuse)):
-            _check_range(name, value, 1, 10**6)
-        _check_range("replay_pool_size", replay_pool_size, 0, 10**7)
-        _check_range("replay_fraction", replay_fraction, 0.0, 0.99)
-        _check_range("weight_authenticity", weight_authenticity, 0.0, 1e6)
-        if synthetic_augmentation not in AUGMENTATIONS:
-            raise ValueError(f"synthetic_augmentation must be one of {AUGMENTATIONS}, "
-                             f"got {synthetic_augmentation!r}.")
-        _check_range("strength_decay", strength_decay, 0.0, 1.0)
-        _check_range("student_momentum", student_momentum, 0.0, 1.0)
-        _check_range("student_weight_decay", student_weight_decay, 0.0, 1.0)
-        _check_range("weight_hard_sample", weight_hard_sample, 0.0, 1e6)
-        if class_prior not in CLASS_PRIORS:
-            raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {class_prior!r}.")
-        if student_optimizer not in STUDENT_OPTIMIZERS:
-            raise ValueError(f"student_optimizer must be one of {STUDENT_OPTIMIZERS}, "
-                             f"got {student_optimizer!r}.")
-        if not (generator_lr > 0 and student_lr > 0 and temperature > 0):
-            raise ValueError("generator_lr, student_lr and temperature must be > 0.")
+            check_number(name, value, 1, 10**6, integer=True)
+        check_number("replay_pool_size", replay_pool_size, 0, 10**7, integer=True)
+        check_number("replay_fraction", replay_fraction, 0.0, 0.99)
+        check_number("weight_authenticity", weight_authenticity, 0.0, 1e6)
+        check_choice("synthetic_augmentation", synthetic_augmentation, AUGMENTATIONS)
+        check_number("strength_decay", strength_decay, 0.0, 1.0)
+        check_number("student_momentum", student_momentum, 0.0, 1.0)
+        check_number("student_weight_decay", student_weight_decay, 0.0, 1.0)
+        check_number("weight_hard_sample", weight_hard_sample, 0.0, 1e6)
+        check_choice("class_prior", class_prior, CLASS_PRIORS)
+        check_choice("student_optimizer", student_optimizer, STUDENT_OPTIMIZERS)
+        for name, positive in (("generator_lr", generator_lr), ("student_lr", student_lr),
+                               ("temperature", temperature)):
+            check_number(name, positive, 0.0, low_open=True)
+        if generator_steps == 0 and student_steps == 0:
+            log(WARNING, "FedRDSKD initialized with `generator_steps=0` and "
+                "`student_steps=0`. This makes the strategy equivalent to its base strategy.")
         self.generator_steps = generator_steps
         self.student_steps = student_steps
         self.iterations = iterations
@@ -249,17 +243,17 @@ class RDSKDMixin(DistillationMixin):
     def prepare_round(self, server_round: int, members: Sequence[ClientModel],
                       teacher: TeacherEnsemble) -> None:
         """Set the class-diversity target for this round's clients."""
-        self.synthesizer.set_class_prior(self._round_class_prior(members))
+        cast(RDSKDSynthesizer, self.synthesizer).set_class_prior(self._round_class_prior(members))
 
     def _round_class_prior(self, members: Sequence[ClientModel]) -> torch.Tensor | None:
         if self.class_prior == "uniform":
             return None
-        if any(member.label_counts is None for member in members):
+        counts = stacked_label_counts(members)
+        if counts is None:
             log(WARNING, "class_prior='label-counts' needs label counts from every client; "
                 "some did not send them, using a uniform class prior this round.")
             return None
-        return torch.as_tensor(np.stack([m.label_counts for m in members]).sum(axis=0),
-                               dtype=torch.float32)
+        return torch.as_tensor(counts.sum(axis=0), dtype=torch.float32)
 
     def round_schedule(self, server_round: int) -> DistillationSchedule:
         """Generator and student steps, both scaled by ``strength_decay ** (round - 1)``."""

@@ -1,11 +1,12 @@
 """Strategies by name, for the Hydra CLI and ``flwr run``.
 
 A name is either a plain Flower strategy (``fedavg``, ``fedprox``, ``fedadam``,
-``fedtrimmedavg``), used with :class:`ClientEnsembleMixin` so that invalid replies are
-screened out and the client ensemble can be evaluated as a diagnostic, or a
-distillation method (``fedrdskd``, ``fedrdskd_paper``, ``fedftg``) put on top of one of those bases
-(option ``base``, default ``fedavg``). A Hydra config may instead give ``_target_``,
-the import path of any strategy class.
+``fedtrimmedavg``), used with :class:`ClientEnsembleMixin` so that clients are sampled
+by seed, invalid replies are screened out and the client ensemble can be evaluated as a
+diagnostic, or a distillation method (``fedrdskd``, ``fedrdskd_paper``, ``fedftg``) put
+on top of one of those bases (option ``base``, default ``fedavg``). A Hydra config may
+instead give ``_target_``, the import path of any strategy class; one without
+:class:`ClientEnsembleMixin` gets it in front, as the plain Flower strategies do.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ _COMPOSED: dict[tuple[type, type], type] = {}
 def strategy_class(name: str, *, base: str = "fedavg", target: str | None = None) -> type:
     """Resolve a strategy class from a config's ``name``/``base``/``_target_``."""
     if target:
-        return import_object(target)
+        target_class = import_object(target)
+        if issubclass(target_class, ClientEnsembleMixin):
+            return target_class
+        return compose(ClientEnsembleMixin, target_class, f"Monitored{target_class.__name__}")
     if base not in BASE_STRATEGIES:
         raise ValueError(f"Invalid config value strategy.base={base!r}: allowed values "
                          f"are {', '.join(BASE_STRATEGIES)}.")
@@ -90,6 +94,8 @@ def build_strategy(
     device: str,
     seed: int,
     ensemble_evaluate_fn: Callable | None = None,
+    sampling_seed: int | None = None,
+    min_replies: int = 1,
     **base_kwargs: Any,
 ) -> Strategy:
     """Instantiate a strategy from its name and options.
@@ -103,8 +109,10 @@ def build_strategy(
         distillation method.
     target : str | None
         Import path of a strategy class (Hydra's ``_target_``).
-    model_fn, num_classes, input_shape, device, seed, ensemble_evaluate_fn
-        Passed to the strategies that take them (the fedrdskd mixins).
+    model_fn, num_classes, ensemble_evaluate_fn, sampling_seed, min_replies
+        Passed to :class:`ClientEnsembleMixin` (every strategy built here has it).
+    input_shape, device, seed
+        Passed to the distillation methods.
     **base_kwargs
         Flower strategy arguments (``fraction_train``, ``min_train_nodes`` ...).
 
@@ -117,9 +125,9 @@ def build_strategy(
     base = options.pop("base", "fedavg")
     cls = strategy_class(name, base=base, target=target)
     kwargs: dict[str, Any] = {**base_kwargs, **options}
-    if issubclass(cls, ClientEnsembleMixin):
-        kwargs.update(model_fn=model_fn, num_classes=num_classes,
-                      ensemble_evaluate_fn=ensemble_evaluate_fn)
+    kwargs.update(model_fn=model_fn, num_classes=num_classes,
+                  ensemble_evaluate_fn=ensemble_evaluate_fn, sampling_seed=sampling_seed,
+                  min_replies=min_replies)
     from fedrdskd.strategies.distillation import DistillationMixin
 
     if issubclass(cls, DistillationMixin):

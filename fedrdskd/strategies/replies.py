@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from logging import WARNING
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from flwr.common import log
 
 from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
 
-"""Metric of a training reply: the client's own seconds of local training."""
+R = TypeVar("R")
 
 
 @dataclass
@@ -47,8 +48,16 @@ class ClientModel:
     train_seconds: float | None = None
 
 
-def _single_record(records: Mapping) -> object | None:
+def _single_record(records: Mapping[str, R]) -> R | None:
     return next(iter(records.values())) if len(records) == 1 else None
+
+
+def stacked_label_counts(members: Sequence[ClientModel]) -> np.ndarray | None:
+    """The members' label counts as a ``[K, C]`` matrix, or ``None`` if one sent none."""
+    counts = [member.label_counts for member in members]
+    if any(row is None for row in counts):
+        return None
+    return np.stack(cast(list[np.ndarray], counts))
 
 
 def reply_problem(
@@ -147,12 +156,12 @@ def screen_replies(
             log(WARNING, "Round %d: excluding the reply of node %d: %s.", server_round,
                 message.metadata.src_node_id, problem)
             continue
-        arrays = _single_record(message.content.array_records)
-        metrics = _single_record(message.content.metric_records)
+        arrays = cast(ArrayRecord, _single_record(message.content.array_records))
+        metrics = cast(MetricRecord, _single_record(message.content.metric_records))
         members.append(ClientModel(
             node_id=message.metadata.src_node_id,
             state_dict={k: v.clone() for k, v in arrays.to_torch_state_dict().items()},
-            num_examples=int(metrics[weighted_by_key]),
+            num_examples=int(cast(float, metrics[weighted_by_key])),  # checked above
             label_counts=read_label_counts(message, num_classes),
             train_seconds=read_train_seconds(metrics),
         ))

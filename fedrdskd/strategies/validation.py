@@ -28,10 +28,20 @@ from logging import WARNING
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import log
+from flwr.serverapp import Grid
 
-from fedrdskd.protocol import (ACCURACIES_KEY, BETAS_KEY, CANDIDATE_CONFIG_KEY,
-                               CANDIDATE_END_KEY, CANDIDATE_REPLY_KEY, CANDIDATE_START_KEY,
-                               CANDIDATES_MESSAGE_TYPE, LOSSES_KEY, NUM_EXAMPLES_KEY)
+from fedrdskd.checks import check_choice, check_number
+from fedrdskd.protocol import (
+    ACCURACIES_KEY,
+    BETAS_KEY,
+    CANDIDATE_CONFIG_KEY,
+    CANDIDATE_END_KEY,
+    CANDIDATE_REPLY_KEY,
+    CANDIDATE_START_KEY,
+    CANDIDATES_MESSAGE_TYPE,
+    LOSSES_KEY,
+    NUM_EXAMPLES_KEY,
+)
 
 VALIDATION_CLIENTS = ("others", "round")
 
@@ -86,7 +96,7 @@ def pooled_scores(replies: Iterable[Message], betas: Sequence[float]) -> Candida
         try:
             loss = np.asarray(record[LOSSES_KEY], dtype=float)
             accuracy = np.asarray(record[ACCURACIES_KEY], dtype=float)
-            examples = float(record[NUM_EXAMPLES_KEY])
+            examples = float(record[NUM_EXAMPLES_KEY])  # type: ignore[arg-type]  # caught
         except (KeyError, TypeError, ValueError):
             loss = accuracy = np.empty(0)
             examples = 0.0
@@ -127,22 +137,15 @@ class StepSizeSelector:
 
     def __init__(self, *, fixed_beta: float, betas: Sequence[float], clients: str,
                  timeout: float, seed: int) -> None:
-        if not 0.0 <= fixed_beta <= 1.0:
-            raise ValueError(f"student_interpolation must be in [0.0, 1.0], got "
-                             f"{fixed_beta!r}.")
-        for beta in betas:
-            if not 0.0 < float(beta) <= 1.0:
-                raise ValueError(f"every validation_betas value must be in (0.0, 1.0] (0, the "
-                                 f"aggregate, is always a candidate), got {list(betas)!r}.")
-        if clients not in VALIDATION_CLIENTS:
-            raise ValueError(f"validation_clients must be one of {VALIDATION_CLIENTS}, got "
-                             f"{clients!r}.")
-        if not timeout > 0:
-            raise ValueError(f"validation_timeout must be > 0 seconds, got {timeout!r}.")
+        check_number("student_interpolation", fixed_beta, 0.0, 1.0)
+        for beta in betas:  # 0, the aggregate, is always a candidate
+            check_number("validation_betas", beta, 0.0, 1.0, low_open=True)
+        check_choice("validation_clients", clients, VALIDATION_CLIENTS)
+        check_number("validation_timeout", timeout, 0.0, low_open=True)
         self.fixed_beta = float(fixed_beta)
         self.betas = (0.0, *sorted(float(beta) for beta in betas)) if betas else ()
         self.clients, self.timeout, self.seed = clients, float(timeout), seed
-        self.grid = None
+        self.grid: Grid | None = None
 
     @property
     def validates(self) -> bool:
