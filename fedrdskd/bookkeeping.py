@@ -9,6 +9,7 @@ centralised evaluation and its after-round hook, and writes the run's files:
 
 from __future__ import annotations
 
+import math
 import time
 from logging import INFO, WARNING
 from pathlib import Path
@@ -46,11 +47,13 @@ from fedrdskd.results import (
     summarise,
     write_results,
 )
-from fedrdskd.sampling import SAMPLING_SUMMARY_KEY, PartitionOrderedGrid, partition_ordered_grid
+from fedrdskd.sampling import (
+    SAMPLING_SUMMARY_KEY,
+    PartitionOrderedGrid,
+    SamplingError,
+    partition_ordered_grid,
+)
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn
-
-QUERY_TIMEOUT = 60.0
-"""Longest wait (seconds) for the nodes' partition ids, within ``round_timeout``."""
 
 
 def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
@@ -81,21 +84,39 @@ def initial_arrays(experiment: ExperimentConfig) -> ArrayRecord:
     return ArrayRecord(model.state_dict())
 
 
-def wait_for_nodes(grid: Grid, wanted: int, needed: int, timeout: float) -> None:
+def wait_for_nodes(grid: Grid, wanted: int, timeout: float, *, allow_fewer: bool,
+                   poll_seconds: float = 1.0) -> None:
     """Before the first round, wait up to ``timeout`` s for ``wanted`` nodes to connect.
 
-    Proceeds with fewer once the timeout has passed (Flower's sampling then waits for
-    ``needed`` = ``min_train_nodes`` nodes), so a SuperNode that never comes does not
-    block the run.
+    Raises
+    ------
+    SamplingError
+        If fewer connect in time and not ``allow_fewer`` (then the run goes on with the
+        nodes there are, and Flower's sampling waits for ``min_train_nodes``).
     """
     deadline = time.monotonic() + timeout
+    last_log = -math.inf
     while (connected := len(list(grid.get_node_ids()))) < wanted:
-        if time.monotonic() >= deadline:
-            log(WARNING, "%d of %d nodes connected after %.0f s; starting anyway (rounds "
-                "need at least %d).", connected, wanted, timeout, needed)
-            return
-        log(INFO, "Waiting for nodes to connect: %d of %d.", connected, wanted)
-        time.sleep(1.0)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if time.monotonic() - last_log >= 10.0:
+            log(INFO, "Waiting for nodes to connect: %d of %d (num_clients); %.0f s left "
+                "(connect_timeout).", connected, wanted, left)
+            last_log = time.monotonic()
+        time.sleep(min(poll_seconds, left))
+    else:
+        return
+    advice = (f"Start as many SuperNodes as num-clients (the local simulation federation: "
+              f"flwr run . --federation-config \"num-supernodes={wanted}\"), lower "
+              "num_clients, or raise connect_timeout")
+    if not allow_fewer:
+        raise SamplingError(f"Only {connected} of num_clients={wanted} nodes connected within "
+                            f"connect_timeout={timeout:g} s. {advice}; or set "
+                            "allow_unseeded_sampling=true to start with the nodes there are "
+                            "(client sampling then does not follow the seed).")
+    log(WARNING, "%d of %d nodes connected after %.0f s; starting anyway "
+        "(allow_unseeded_sampling=true). %s.", connected, wanted, timeout, advice)
 
 
 class ServerRun:
@@ -161,9 +182,11 @@ class ServerRun:
         """Wait for the nodes, then the grid in partition order (seeded sampling)."""
         started = time.perf_counter()
         experiment = self.experiment
-        wait_for_nodes(grid, experiment.num_clients, experiment.min_train_nodes,
-                       experiment.round_timeout)
-        ordered = partition_ordered_grid(grid, min(experiment.round_timeout, QUERY_TIMEOUT))
+        wait_for_nodes(grid, experiment.num_clients, experiment.connect_timeout,
+                       allow_fewer=experiment.allow_unseeded_sampling)
+        ordered = partition_ordered_grid(grid, experiment.round_timeout,
+                                         expected=experiment.num_clients,
+                                         allow_unseeded=experiment.allow_unseeded_sampling)
         self.setup_seconds = self.unbilled_setup = time.perf_counter() - started
         return ordered
 

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedrdskd import protocol as wire
 from fedrdskd.bookkeeping import ServerRun, load_test_set, round_diagnostics
+from fedrdskd.checks import check_device, invalid
 from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ExperimentConfig
 from fedrdskd.models import model_factory
@@ -33,7 +34,28 @@ from fedrdskd.strategies.registry import build_strategy
 
 def build_run_strategy(experiment: ExperimentConfig,
                        ensemble_evaluate_fn: EnsembleEvaluateFn | None = None) -> Strategy:
-    """The experiment's strategy: the one place its settings become keyword arguments."""
+    """The experiment's strategy: the one place its settings become keyword arguments.
+
+    Raises
+    ------
+    ValueError
+        For a ``server.device`` this machine lacks, a strategy option the strategy
+        refuses, or a strategy that needs label counts the clients will not send.
+    """
+    check_device("server.device", experiment.server.device)
+    strategy = build_experiment_strategy(experiment, ensemble_evaluate_fn)
+    needs_counts = getattr(strategy, "label_counts_needed", lambda server_round: False)
+    if needs_counts(1) and not experiment.client.send_label_counts:
+        raise invalid("client.send_label_counts", False,
+                      f"strategy {experiment.strategy.name} needs the clients' label counts; "
+                      "set client.send_label_counts=true (run config: "
+                      "client.send-label-counts=true)")
+    return strategy
+
+
+def build_experiment_strategy(experiment: ExperimentConfig,
+                              ensemble_evaluate_fn: EnsembleEvaluateFn | None) -> Strategy:
+    """:func:`~fedrdskd.strategies.registry.build_strategy` with the experiment's settings."""
     info = dataset_info(experiment.client.data.dataset)
     strategy = experiment.strategy
     return build_strategy(
@@ -42,7 +64,10 @@ def build_run_strategy(experiment: ExperimentConfig,
         num_classes=info.num_classes, input_shape=info.image_shape,
         device=experiment.server.device, seed=experiment.seed,
         ensemble_evaluate_fn=ensemble_evaluate_fn, sampling_seed=experiment.seed,
-        min_replies=experiment.min_train_nodes, fraction_train=experiment.fraction_train,
+        min_replies=experiment.min_train_nodes,
+        max_num_examples_ratio=experiment.screening.max_num_examples_ratio,
+        max_norm_ratio=experiment.screening.max_norm_ratio,
+        fraction_train=experiment.fraction_train,
         fraction_evaluate=experiment.fraction_evaluate,
         min_train_nodes=experiment.min_train_nodes,
         min_evaluate_nodes=1 if experiment.fraction_evaluate else 0,
