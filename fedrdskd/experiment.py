@@ -32,7 +32,7 @@ class DataSettings:
 
     dataset: str = "mnist"
     root: str | None = None
-    download: bool = False
+    download: bool = True
     cache_dir: str | None = None
 
 
