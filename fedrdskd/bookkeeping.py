@@ -38,6 +38,12 @@ from fedrdskd.data import ImageDataset, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig
 from fedrdskd.models import model_factory
+from fedrdskd.partitions import (
+    format_label_summary,
+    label_count_matrix,
+    partition_labels,
+    plot_partition,
+)
 from fedrdskd.results import (
     RoundLog,
     centralised_metrics,
@@ -55,12 +61,35 @@ from fedrdskd.sampling import (
 )
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn
 
+PARTITION_PLOT = "partition.png"
+
 
 def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
     """The real test split used for centralised evaluation."""
     data = experiment.client.data
     return load_dataset(data.dataset, data.root, train=False, download=data.download,
                         cache_dir=data.cache_dir)
+
+
+def write_partition_summary(experiment: ExperimentConfig, output_dir: Path) -> None:
+    """Log the label counts of every client's partition and save ``partition.png``.
+
+    The clients compute the same partition from the same seed; this copy of it is only
+    for the summary and the plot.
+    """
+    data, partition = experiment.client.data, experiment.client.partition
+    train = load_dataset(data.dataset, data.root, train=True, download=data.download,
+                         cache_dir=data.cache_dir)
+    labels = train.labels.numpy()
+    partitions = partition_labels(
+        labels, experiment.num_clients, partition.scheme, alpha=partition.alpha,
+        classes_per_client=partition.classes_per_client,
+        min_partition_size=partition.min_partition_size, seed=experiment.seed)
+    counts = label_count_matrix(labels, partitions, train.info.num_classes)
+    log(INFO, "Partition (%s, %d clients), label counts per client:\n%s",
+        partition.scheme, experiment.num_clients, format_label_summary(counts))
+    plot_partition(counts, output_dir / PARTITION_PLOT,
+                   title=f"{data.dataset}: {partition.scheme} partition")
 
 
 def round_diagnostics(experiment: ExperimentConfig, test: ImageDataset,

@@ -21,7 +21,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedrdskd import protocol as wire
-from fedrdskd.bookkeeping import ServerRun, load_test_set, round_diagnostics
+from fedrdskd.bookkeeping import (
+    PARTITION_PLOT,
+    ServerRun,
+    load_test_set,
+    round_diagnostics,
+    write_partition_summary,
+)
 from fedrdskd.checks import check_device, invalid
 from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ExperimentConfig
@@ -89,6 +95,8 @@ def client_train_config(experiment: ExperimentConfig) -> ConfigRecord:
 def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> dict:
     """Run all rounds and write ``results.json``, ``accuracy.png``, ``final_model.pt``.
 
+    Also ``partition.png``, unless it is there (the CLI writes it before Ray starts).
+
     Returns
     -------
     dict
@@ -100,6 +108,8 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     torch.set_num_threads(experiment.server.num_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     test = load_test_set(experiment)
+    if not (output_dir / PARTITION_PLOT).exists():  # the CLI wrote it before Ray started
+        write_partition_summary(experiment, output_dir)
     strategy = build_run_strategy(experiment, round_diagnostics(experiment, test, output_dir))
     run = ServerRun(experiment, strategy, test, output_dir)
     log(INFO, "Starting %s strategy:", type(strategy).__name__)
