@@ -189,6 +189,13 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self.step_size.grid = grid
         return super().configure_train(server_round, arrays, config, grid)
 
+    @property
+    def weighting_summary(self) -> str:
+        """The ensemble weighting as the summary states it (with the class fallback)."""
+        if self.ensemble_weighting == "class":
+            return "class (num-examples in rounds where a client sends no label counts)"
+        return self.ensemble_weighting
+
     # ---- hooks for the concrete methods ------------------------------------------
     @abstractmethod
     def build_synthesizer(self) -> Synthesizer:

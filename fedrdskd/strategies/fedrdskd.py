@@ -228,7 +228,7 @@ class RDSKDMixin(DistillationMixin):
             "persists" if self.persist_student_optimizer else "fresh each round",
             self.temperature, self.strength_decay)
         log(INFO, "\t\t└── Ensemble: %s weighting | combines %s | batched %s | device %s",
-            self.ensemble_weighting, self.ensemble_combine, self.batched_ensemble,
+            self.weighting_summary, self.ensemble_combine, self.batched_ensemble,
             self.device)
 
     def build_synthesizer(self) -> RDSKDSynthesizer:
