@@ -1,6 +1,6 @@
 """How close do honest clients come to the outlier screen's margins? Measure and print it.
 
-The reply screening (:class:`fedrdskd.strategies.screening.OutlierScreen`) excludes a
+The reply screening (:class:`fedrdskd.strategies.outliers.OutlierScreen`) excludes a
 reply whose ``num-examples`` is above ``max_num_examples_ratio`` times its round's median,
 whose update norm ``||w_k - w_global||`` is above ``max_norm_ratio`` times its round's
 median, or whose parameter norm is below its round's median divided by
@@ -34,7 +34,7 @@ Measured on the team's machine (chosen defaults: ``max_num_examples_ratio`` 100,
       largest update norm / median 2.16; smallest parameter norm / median 0.95
       an all-zero model: update norm 3.6-4.9 x median, parameter norm 0
 
-(the same numbers are in :class:`~fedrdskd.strategies.screening.OutlierScreen`'s docstring).
+(the same numbers are in :class:`~fedrdskd.strategies.outliers.OutlierScreen`'s docstring).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from fedrdskd.experiment import experiment_from_dict  # noqa: E402
 from fedrdskd.inprocess import run_in_process  # noqa: E402
 from fedrdskd.partitions import client_split_seed, partition_labels, split_local_test  # noqa: E402
 from fedrdskd.sampling import SeededSampling  # noqa: E402
-from fedrdskd.strategies.screening import (  # noqa: E402
+from fedrdskd.strategies.outliers import (  # noqa: E402
     DEFAULT_MAX_NORM_RATIO,
     DEFAULT_MAX_NUM_EXAMPLES_RATIO,
     median_ratios,

@@ -20,8 +20,8 @@ from fedrdskd.checks import check_choice, check_flag, check_number
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
 from fedrdskd.partitions import PARTITION_SCHEMES
+from fedrdskd.strategies.outliers import DEFAULT_MAX_NORM_RATIO, DEFAULT_MAX_NUM_EXAMPLES_RATIO
 from fedrdskd.strategies.registry import STRATEGY_NAMES
-from fedrdskd.strategies.screening import DEFAULT_MAX_NORM_RATIO, DEFAULT_MAX_NUM_EXAMPLES_RATIO
 
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
 
@@ -75,7 +75,7 @@ class ServerSettings:
 class ScreeningSettings:
     """The outlier screen of the clients' replies; ``None`` switches a check off.
 
-    See :class:`~fedrdskd.strategies.screening.OutlierScreen`.
+    See :class:`~fedrdskd.strategies.outliers.OutlierScreen`.
     """
 
     max_num_examples_ratio: float | None = DEFAULT_MAX_NUM_EXAMPLES_RATIO

@@ -17,7 +17,7 @@ from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, error_reply, ti
 
 from fedrdskd.strategies import FedFTG, FedRDSKD
 from fedrdskd.strategies.registry import build_strategy
-from fedrdskd.strategies.screening import OutlierScreen
+from fedrdskd.strategies.outliers import OutlierScreen
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 8, 8)

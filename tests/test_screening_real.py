@@ -17,7 +17,7 @@ from test_checkpoint import InProcessGrid
 
 from fedrdskd.experiment import experiment_from_dict
 from fedrdskd.server_app import run_server
-from fedrdskd.strategies.screening import DEFAULT_MAX_NORM_RATIO, DEFAULT_MAX_NUM_EXAMPLES_RATIO
+from fedrdskd.strategies.outliers import DEFAULT_MAX_NORM_RATIO, DEFAULT_MAX_NUM_EXAMPLES_RATIO
 
 pytestmark = pytest.mark.slow
 

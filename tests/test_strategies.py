@@ -20,7 +20,8 @@ from fedrdskd.strategies.client_ensemble import client_train_seconds
 from fedrdskd.strategies.distillation import member_weights
 from fedrdskd.strategies.registry import build_strategy, strategy_class
 from fedrdskd.strategies.replies import ModelLayout
-from fedrdskd.strategies.screening import OutlierScreen, screen_replies
+from fedrdskd.strategies.outliers import OutlierScreen
+from fedrdskd.strategies.screening import screen_replies
 from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
                           train_reply)
 
@@ -523,3 +524,10 @@ def test_no_distillation_steps_warn_at_construction(caplog):
     with caplog.at_level(logging.WARNING, logger="flwr"):
         fedrdskd(generator_steps=0, student_steps=0)
     assert "`generator_steps=0` and `student_steps=0`" in caplog.text
+
+
+def test_summary_names_the_class_weighting_fallback_and_the_screen(caplog):
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        fedrdskd().summary()
+    assert "class (num-examples in rounds where a client sends no label counts)" in caplog.text
+    assert "Outlier screen: num-examples 100x the round's median | norms 20x" in caplog.text

@@ -51,14 +51,13 @@ from flwr.serverapp import Grid
 
 from fedrdskd.checks import check_number, invalid
 from fedrdskd.sampling import SeededSampling
-from fedrdskd.strategies.replies import ClientModel, ModelLayout
-from fedrdskd.strategies.screening import (
+from fedrdskd.strategies.outliers import (
     DEFAULT_MAX_NORM_RATIO,
     DEFAULT_MAX_NUM_EXAMPLES_RATIO,
     OutlierScreen,
-    Screening,
-    screen_replies,
 )
+from fedrdskd.strategies.replies import ClientModel, ModelLayout
+from fedrdskd.strategies.screening import Screening, screen_replies
 
 if TYPE_CHECKING:  # what the mixin goes in front of (FedAvg and its subclasses)
     from flwr.serverapp.strategy import FedAvg as _StrategyBase
