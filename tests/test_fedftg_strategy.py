@@ -31,13 +31,7 @@ FTG_TERMS = ("generator-model-discrepancy", "generator-fidelity", "generator-div
              "distill-seconds")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny models run faster without thread hand-offs on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -32,13 +32,7 @@ def _server_identity(server_task_identity):
     """Strategies build messages as a ServerApp would."""
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FEW_NODES = dict(min_train_nodes=1, min_available_nodes=1)  # a FakeGrid of 1 node is enough

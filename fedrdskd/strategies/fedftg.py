@@ -74,6 +74,11 @@ class FedFTGMixin(DistillationMixin):
 
     Parameters
     ----------
+    model_fn : Callable[[], torch.nn.Module]
+        Returns a fresh model; with ``num_classes`` and ``input_shape`` (its input
+        ``(C, H, W)``) it is checked at construction.
+    num_classes, input_shape
+        See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
     iterations : int (default: 10)
         ``I``, outer iterations per round, each with fresh latents and labels (0 turns
         the distillation off: the strategy is then its base strategy, and label counts
@@ -113,9 +118,6 @@ class FedFTGMixin(DistillationMixin):
         Adam each round; the generator's weights persist either way).
     ensemble_weighting : str (default: "class")
         Must be ``"class"``: FedFTG's ensemble is class-level from the label counts.
-    model_fn, num_classes, input_shape
-        The model, its number of classes and its input ``(C, H, W)`` (see
-        :class:`~fedrdskd.strategies.distillation.DistillationMixin`).
     **kwargs
         ``batched_ensemble``, ``device``, ``seed``, the other arguments of
         :class:`~fedrdskd.strategies.distillation.DistillationMixin` and every argument

@@ -41,6 +41,11 @@ class RDSKDMixin(DistillationMixin):
 
     Parameters
     ----------
+    model_fn : Callable[[], torch.nn.Module]
+        Returns a fresh model; with ``num_classes`` and ``input_shape`` (its input
+        ``(C, H, W)``) it is checked at construction.
+    num_classes, input_shape
+        See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
     generator_steps : int (default: 50)
         Generator updates in round 1 (per iteration), before decay.
     student_steps : int (default: 50)
@@ -120,9 +125,6 @@ class RDSKDMixin(DistillationMixin):
         the aggregate has caught up; decaying it, as FedFTG and FedGen decay their
         server-side learning, keeps the early gain and stops the cost (0 steps = no
         server work) — see ``benchmarks/distillation_gain.py``.
-    model_fn, num_classes, input_shape
-        The model, its number of classes and its input ``(C, H, W)`` (see
-        :class:`~fedrdskd.strategies.distillation.DistillationMixin`).
     **kwargs
         ``ensemble_weighting``, ``device``, ``seed``, the other arguments of
         :class:`~fedrdskd.strategies.distillation.DistillationMixin` and every argument
