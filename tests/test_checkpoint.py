@@ -262,3 +262,12 @@ def test_round_with_missing_replies_proceeds_and_counts_them(tmp_path, fake_mnis
     assert checkpoint.train_metrics[1]["num-answered"] == 2
     final = final_model(tmp_path / "run")
     assert all(torch.equal(final[k], v) for k, v in checkpoint.arrays.items())
+
+
+def test_fewer_nodes_than_num_clients_stop_the_run_with_the_fix(tmp_path, fake_mnist_root):
+    experiment = make_experiment(fake_mnist_root, connect_timeout=0.05)
+    grid = InProcessGrid(experiment)
+    grid.node_ids = grid.node_ids[:2]  # a federation of 2 SuperNodes for num_clients=3
+    with pytest.raises(SamplingError, match=r"Only 2 of num_clients=3 nodes connected within "
+                                            r"connect_timeout=0.05 s.*num-supernodes=3"):
+        run(experiment, tmp_path / "run", grid=grid)
