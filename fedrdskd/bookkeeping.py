@@ -9,6 +9,7 @@ centralised evaluation and its after-round hook, and writes the run's files:
 
 from __future__ import annotations
 
+import math
 import time
 from logging import INFO, WARNING
 from pathlib import Path
@@ -37,6 +38,12 @@ from fedrdskd.data import ImageDataset, load_dataset
 from fedrdskd.diagnostics import make_ensemble_evaluate_fn
 from fedrdskd.experiment import ExperimentConfig
 from fedrdskd.models import model_factory
+from fedrdskd.partitions import (
+    format_label_summary,
+    label_count_matrix,
+    partition_labels,
+    plot_partition,
+)
 from fedrdskd.results import (
     RoundLog,
     centralised_metrics,
@@ -46,11 +53,15 @@ from fedrdskd.results import (
     summarise,
     write_results,
 )
-from fedrdskd.sampling import SAMPLING_SUMMARY_KEY, PartitionOrderedGrid, partition_ordered_grid
+from fedrdskd.sampling import (
+    SAMPLING_SUMMARY_KEY,
+    PartitionOrderedGrid,
+    SamplingError,
+    partition_ordered_grid,
+)
 from fedrdskd.strategies.client_ensemble import EnsembleEvaluateFn
 
-QUERY_TIMEOUT = 60.0
-"""Longest wait (seconds) for the nodes' partition ids, within ``round_timeout``."""
+PARTITION_PLOT = "partition.png"
 
 
 def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
@@ -58,6 +69,27 @@ def load_test_set(experiment: ExperimentConfig) -> ImageDataset:
     data = experiment.client.data
     return load_dataset(data.dataset, data.root, train=False, download=data.download,
                         cache_dir=data.cache_dir)
+
+
+def write_partition_summary(experiment: ExperimentConfig, output_dir: Path) -> None:
+    """Log the label counts of every client's partition and save ``partition.png``.
+
+    The clients compute the same partition from the same seed; this copy of it is only
+    for the summary and the plot.
+    """
+    data, partition = experiment.client.data, experiment.client.partition
+    train = load_dataset(data.dataset, data.root, train=True, download=data.download,
+                         cache_dir=data.cache_dir)
+    labels = train.labels.numpy()
+    partitions = partition_labels(
+        labels, experiment.num_clients, partition.scheme, alpha=partition.alpha,
+        classes_per_client=partition.classes_per_client,
+        min_partition_size=partition.min_partition_size, seed=experiment.seed)
+    counts = label_count_matrix(labels, partitions, train.info.num_classes)
+    log(INFO, "Partition (%s, %d clients), label counts per client:\n%s",
+        partition.scheme, experiment.num_clients, format_label_summary(counts))
+    plot_partition(counts, output_dir / PARTITION_PLOT,
+                   title=f"{data.dataset}: {partition.scheme} partition")
 
 
 def round_diagnostics(experiment: ExperimentConfig, test: ImageDataset,
@@ -81,21 +113,39 @@ def initial_arrays(experiment: ExperimentConfig) -> ArrayRecord:
     return ArrayRecord(model.state_dict())
 
 
-def wait_for_nodes(grid: Grid, wanted: int, needed: int, timeout: float) -> None:
+def wait_for_nodes(grid: Grid, wanted: int, timeout: float, *, allow_fewer: bool,
+                   poll_seconds: float = 1.0) -> None:
     """Before the first round, wait up to ``timeout`` s for ``wanted`` nodes to connect.
 
-    Proceeds with fewer once the timeout has passed (Flower's sampling then waits for
-    ``needed`` = ``min_train_nodes`` nodes), so a SuperNode that never comes does not
-    block the run.
+    Raises
+    ------
+    SamplingError
+        If fewer connect in time and not ``allow_fewer`` (then the run goes on with the
+        nodes there are, and Flower's sampling waits for ``min_train_nodes``).
     """
     deadline = time.monotonic() + timeout
+    last_log = -math.inf
     while (connected := len(list(grid.get_node_ids()))) < wanted:
-        if time.monotonic() >= deadline:
-            log(WARNING, "%d of %d nodes connected after %.0f s; starting anyway (rounds "
-                "need at least %d).", connected, wanted, timeout, needed)
-            return
-        log(INFO, "Waiting for nodes to connect: %d of %d.", connected, wanted)
-        time.sleep(1.0)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if time.monotonic() - last_log >= 10.0:
+            log(INFO, "Waiting for nodes to connect: %d of %d (num_clients); %.0f s left "
+                "(connect_timeout).", connected, wanted, left)
+            last_log = time.monotonic()
+        time.sleep(min(poll_seconds, left))
+    else:
+        return
+    advice = (f"Start as many SuperNodes as num-clients (the local simulation federation: "
+              f"flwr run . --federation-config \"num-supernodes={wanted}\"), lower "
+              "num_clients, or raise connect_timeout")
+    if not allow_fewer:
+        raise SamplingError(f"Only {connected} of num_clients={wanted} nodes connected within "
+                            f"connect_timeout={timeout:g} s. {advice}; or set "
+                            "allow_unseeded_sampling=true to start with the nodes there are "
+                            "(client sampling then does not follow the seed).")
+    log(WARNING, "%d of %d nodes connected after %.0f s; starting anyway "
+        "(allow_unseeded_sampling=true). %s.", connected, wanted, timeout, advice)
 
 
 class ServerRun:
@@ -161,9 +211,11 @@ class ServerRun:
         """Wait for the nodes, then the grid in partition order (seeded sampling)."""
         started = time.perf_counter()
         experiment = self.experiment
-        wait_for_nodes(grid, experiment.num_clients, experiment.min_train_nodes,
-                       experiment.round_timeout)
-        ordered = partition_ordered_grid(grid, min(experiment.round_timeout, QUERY_TIMEOUT))
+        wait_for_nodes(grid, experiment.num_clients, experiment.connect_timeout,
+                       allow_fewer=experiment.allow_unseeded_sampling)
+        ordered = partition_ordered_grid(grid, experiment.round_timeout,
+                                         expected=experiment.num_clients,
+                                         allow_unseeded=experiment.allow_unseeded_sampling)
         self.setup_seconds = self.unbilled_setup = time.perf_counter() - started
         return ordered
 

@@ -238,6 +238,27 @@ def checkpoint_path(resume_from: str | os.PathLike) -> Path:
     return path
 
 
+def existing_run_problem(run_dir: str | os.PathLike,
+                         resume_from: str | os.PathLike | None) -> str | None:
+    """Why a new run must not write into ``run_dir``, or ``None``.
+
+    A folder holding a finished run (``results.json``) or an interrupted one
+    (``checkpoint.pt``) is refused unless the new run resumes it (``resume_from`` is
+    that folder or its checkpoint): it would overwrite that run's files.
+    """
+    run_dir = Path(run_dir).expanduser().resolve()
+    held = [name for name in ("results.json", CHECKPOINT_NAME) if (run_dir / name).is_file()]
+    if not held:
+        return None
+    if resume_from and Path(resume_from).expanduser().resolve() in (
+            run_dir, run_dir / CHECKPOINT_NAME):
+        return None
+    kind = "a finished run" if "results.json" in held else "an interrupted run"
+    return (f"{run_dir} holds {kind} ({', '.join(held)}); a new run there would overwrite "
+            "its files. Choose another hydra.run.dir (or output-dir), or continue that run "
+            f"with resume_from={run_dir}.")
+
+
 def load_checkpoint(resume_from: str | os.PathLike) -> tuple[Checkpoint, Path]:
     """Read and sanity-check the checkpoint named by ``resume_from``.
 

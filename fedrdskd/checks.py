@@ -62,3 +62,22 @@ def check_choice(key: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise invalid(key, value, f"allowed values are {', '.join(allowed)}")
     return str(value)
+
+
+def check_flag(key: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False``, else raise naming the key."""
+    if not isinstance(value, bool):
+        raise invalid(key, value, "must be true or false")
+    return value
+
+
+def check_device(key: str, value: Any) -> str:
+    """``value`` if torch can place a tensor on that device here, else raise naming the key."""
+    import torch
+
+    try:
+        torch.zeros(1, device=torch.device(str(value)))
+    except Exception as error:  # noqa: BLE001 - torch raises several kinds for this
+        raise invalid(key, value, f"torch cannot use this device here ({error}); give cpu "
+                      "or a device this machine has (e.g. cuda:0 with a GPU)") from error
+    return str(value)

@@ -9,35 +9,29 @@ the ``FEDRDSKD_DATA`` environment variable):
   (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) in ``cifar10-jpg`` or in the root itself;
 - ``svhn``: ``train_32x32.mat`` / ``test_32x32.mat`` in ``svhn``, ``SVHN`` or the root.
 
-With ``download=True`` a missing dataset is fetched by torchvision (online only).
-Decoded image folders and ``.mat`` files are cached on disk as ``.npz`` (``cache_dir``,
-default ``$FEDRDSKD_CACHE`` or ``~/.cache/fedrdskd``), and every loaded split is memoised
-in the process, so a simulation decodes the JPEGs at most once in total.
+When a dataset is not found there and ``download=True`` (the experiment's default,
+``data.download``), torchvision downloads it into the root, or into
+``<cache_dir>/data`` when no root is set (where later loads find it); offline, the
+error lists every path tried and the download's error. The files are read and checked
+by :mod:`fedrdskd.dataset_files` (a truncated file is named with its size). Decoded
+image folders and ``.mat`` files are cached on disk as ``.npz`` (``cache_dir``, default
+``$FEDRDSKD_CACHE`` or ``~/.cache/fedrdskd``), and every loaded split is memoised in the
+process, so a simulation decodes the JPEGs at most once in total.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
-import struct
-import tempfile
-import warnings
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from logging import INFO, WARNING
+from logging import INFO
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from flwr.common import log
 
-CACHE_FORMAT_VERSION = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                   "horse", "ship", "truck")
+from fedrdskd.dataset_files import CIFAR10_CLASSES, Arrays, download_dataset, read_local
 
 
 @dataclass(frozen=True)
@@ -146,190 +140,6 @@ def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(from_env).expanduser() if from_env else Path.home() / ".cache" / "fedrdskd"
 
 
-# ---- decoding and the on-disk cache ------------------------------------------------------
-
-Arrays = tuple[np.ndarray, np.ndarray]  # uint8 images [N, C, H, W], int64 labels [N]
-
-
-def fingerprint(base: Path, names: Sequence[str]) -> str:
-    """A key of ``base`` that changes when a file is added, removed, renamed, resized or touched.
-
-    ``names`` are paths relative to ``base``.
-    """
-    base_text = os.path.realpath(base)
-    digest = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{base_text}".encode())
-    for name in names:
-        status = os.stat(os.path.join(base_text, name))
-        digest.update(f"\n{name}|{status.st_size}|{status.st_mtime_ns}".encode())
-    return digest.hexdigest()[:20]
-
-
-def cached_arrays(cache_dir: Path, tag: str, source: tuple[Path, Sequence[str]],
-                  decode: Callable[[], Arrays]) -> Arrays:
-    """``decode()`` once; later calls read ``<cache_dir>/<tag>-<fingerprint>.npz``.
-
-    ``source`` is the folder and the relative names of the files ``decode`` reads.
-
-    The cache is written atomically (temporary file, then rename), so processes loading
-    concurrently never read a half-written file. An unwritable cache only logs a warning.
-    """
-    path = cache_dir / f"{tag}-{fingerprint(*source)}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                return stored["images"], stored["labels"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            log(WARNING, "Ignoring the unreadable cache file %s (%s)", path, error)
-    images, labels = decode()
-    temporary: Path | None = None
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as tmp:
-            temporary = Path(tmp.name)
-            np.savez(tmp, images=images, labels=labels)
-        os.replace(temporary, path)
-        log(INFO, "Cached decoded %s in %s", tag, path)
-    except OSError as error:
-        log(WARNING, "Could not cache decoded %s in %s (%s); set data.cache_dir or "
-            "FEDRDSKD_CACHE to a writable folder to skip decoding next time", tag,
-            cache_dir, error)
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-    return images, labels
-
-
-def image_folder_files(split_dir: Path) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
-    """Files relative to ``split_dir`` (sorted by class, then name), labels, class names."""
-    classes = tuple(sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir()))
-    files: list[str] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        with os.scandir(split_dir / name) as entries:
-            names = sorted(entry.name for entry in entries
-                           if entry.name.lower().endswith(IMAGE_SUFFIXES))
-        files += [f"{name}/{file_name}" for file_name in names]
-        labels += [label] * len(names)
-    return files, np.asarray(labels, dtype=np.int64), classes
-
-
-def decode_images(base: Path, files: Sequence[str]) -> np.ndarray:
-    """Decode image files to uint8 RGB ``[N, 3, H, W]``.
-
-    torchvision's libjpeg-turbo decoder is ~4x faster than PIL here (60k CIFAR JPEGs:
-    ~5 s vs ~15 s on 2 cores) and gives identical pixels; it is deprecated since
-    torchvision 0.29, so PIL takes over once it is gone.
-    """
-    try:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-    except ImportError:
-        from PIL import Image
-
-        return np.stack([np.asarray(Image.open(os.path.join(base, name)).convert("RGB"))
-                         for name in files]).transpose(0, 3, 1, 2).copy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = [decode_image(read_file(os.path.join(base, name)), mode=ImageReadMode.RGB)
-                   for name in files]
-    return torch.stack(decoded).numpy()
-
-
-# ---- per-format readers: each returns arrays, or None when its files are absent ----------
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An unsigned-byte IDX array (MNIST's format), from ``path`` or ``path.gz``."""
-    payload = path.read_bytes() if path.is_file() else gzip.decompress(
-        path.with_name(path.name + ".gz").read_bytes())
-    zero, type_code, ndim = struct.unpack(">HBB", payload[:4])
-    if zero != 0 or type_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (header {payload[:4]!r}).")
-    shape = struct.unpack(f">{ndim}I", payload[4:4 + 4 * ndim])
-    return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
-
-
-def read_idx_family(root: Path, folder: str, train: bool, tried: list[str]) -> Arrays | None:
-    """MNIST / Fashion-MNIST from torchvision's raw IDX files under ``root/<folder>/raw``.
-
-    Either the uncompressed or the ``.gz`` files are enough.
-    """
-    raw = root / folder / "raw"
-    prefix = "train" if train else "t10k"
-    images_path, labels_path = (raw / f"{prefix}-{kind}" for kind in
-                                ("images-idx3-ubyte", "labels-idx1-ubyte"))
-    tried.append(f"{images_path}[.gz] (torchvision {folder} raw IDX files)")
-    found = [path.is_file() or path.with_name(path.name + ".gz").is_file()
-             for path in (images_path, labels_path)]
-    if not all(found):
-        return None
-    return read_idx(images_path)[:, None], read_idx(labels_path).astype(np.int64)
-
-
-def read_cifar10(root: Path, train: bool, cache_dir: Path, tried: list[str]) -> Arrays | None:
-    """CIFAR-10 from torchvision's python batches or from an ImageFolder layout."""
-    batches_dir = root / "cifar-10-batches-py"
-    tried.append(f"{batches_dir} (torchvision CIFAR-10 python batches)")
-    if batches_dir.is_dir():
-        dataset = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
-        return (dataset.data.transpose(0, 3, 1, 2).copy(),
-                np.asarray(dataset.targets, dtype=np.int64))
-    split = "train" if train else "test"
-    for folder in (root / "cifar10-jpg", root):
-        tried.append(f"{folder / split}/<class>/*.jpg (ImageFolder)")
-        if (folder / split).is_dir():
-            split_dir = folder / split
-            files, labels, classes = image_folder_files(split_dir)
-            if classes != CIFAR10_CLASSES:
-                raise ValueError(f"{split_dir} has class folders {list(classes)}; "
-                                 f"CIFAR-10 needs exactly {list(CIFAR10_CLASSES)}.")
-            return cached_arrays(cache_dir, f"cifar10-{split}", (split_dir, files),
-                                 lambda: (decode_images(split_dir, files), labels))
-    return None
-
-
-def read_svhn_mat(path: Path) -> Arrays:
-    """SVHN's ``X`` uint8 [32, 32, 3, N] and ``y`` [N, 1] (10 means digit 0)."""
-    from scipy.io import loadmat
-
-    content = loadmat(str(path))
-    images = np.ascontiguousarray(content["X"].transpose(3, 2, 0, 1), dtype=np.uint8)
-    labels = content["y"].reshape(-1).astype(np.int64) % 10
-    return images, labels
-
-
-def read_svhn(root: Path, train: bool, cache_dir: Path, tried: list[str]) -> Arrays | None:
-    """SVHN from a local ``train_32x32.mat`` / ``test_32x32.mat``."""
-    file_name = f"{'train' if train else 'test'}_32x32.mat"
-    for folder in (root / "svhn", root / "SVHN", root):
-        tried.append(str(folder / file_name))
-        if (folder / file_name).is_file():
-            path = folder / file_name
-            return cached_arrays(cache_dir, f"svhn-{path.stem}", (folder, [file_name]),
-                                 lambda: read_svhn_mat(path))
-    return None
-
-
-def read_local(name: str, root: Path, train: bool, cache_dir: Path,
-               tried: list[str]) -> Arrays | None:
-    """Dispatch to the reader of ``name``."""
-    if name in ("mnist", "fashion_mnist"):
-        folder = "MNIST" if name == "mnist" else "FashionMNIST"
-        return read_idx_family(root, folder, train, tried)
-    if name == "cifar10":
-        return read_cifar10(root, train, cache_dir, tried)
-    return read_svhn(root, train, cache_dir, tried)
-
-
-def download_dataset(name: str, root: Path, train: bool) -> None:
-    """Let torchvision download ``name`` into ``root`` (where :func:`read_local` looks)."""
-    if name == "svhn":
-        split = "train" if train else "test"
-        torchvision.datasets.SVHN(str(root / "svhn"), split=split, download=True)
-        return
-    loaders = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
-               "fashion_mnist": torchvision.datasets.FashionMNIST}
-    loaders[name](str(root), train=train, download=True)
-
-
 # ---- the public loader --------------------------------------------------------------------
 
 _LOADED: dict[tuple[str, str, bool, str], ImageDataset] = {}
@@ -347,13 +157,14 @@ def not_found_message(name: str, train: bool, root: Path | None, tried: Sequence
     lines = [f"Dataset {name!r} ({split} split) not found."]
     if root is None:
         lines.append("No data root is set (data.root is empty and FEDRDSKD_DATA is unset).")
-    else:
+    if tried:
         lines.append("Tried:")
         lines += [f"  - {path}" for path in tried]
     if download_error is not None:
         lines.append(f"Download failed: {download_error}")
     lines.append("Set data.root=<folder> in the config or the FEDRDSKD_DATA environment "
-                 "variable to the folder that holds it, or data.download=true when online.")
+                 "variable to the folder that holds it, or data.download=true (the "
+                 "default) on a machine that is online.")
     return "\n".join(lines)
 
 
@@ -371,7 +182,8 @@ def load_dataset(name: str, root: str | Path | None, *, train: bool, download: b
         The training split (else the test split).
     download : bool (default: False)
         If the files are missing, let torchvision download them into the root (or
-        ``<cache_dir>/data`` when no root is set). Needs internet access.
+        ``<cache_dir>/data`` when no root is set, where a later load finds them). Needs
+        internet access.
     cache_dir : str | Path | None (default: None)
         Where decoded images are cached (see :func:`resolve_cache_dir`).
 
@@ -400,13 +212,15 @@ def find_or_download(name: str, root: Path | None, *, train: bool, download: boo
                      cache: Path) -> Arrays:
     """Read the local files; on a miss, download if allowed; else raise the clear error."""
     tried: list[str] = []
+    target = root if root is not None else cache / "data"
     arrays = read_local(name, root, train, cache, tried) if root is not None else None
+    if arrays is None and download and root is None:  # downloaded by an earlier run
+        arrays = read_local(name, target, train, cache, tried)
     if arrays is not None:
         return arrays
     download_error = None
     if download:
-        target = root if root is not None else cache / "data"
-        log(INFO, "Downloading %s into %s", name, target)
+        log(INFO, "Dataset %s not found locally; downloading it into %s", name, target)
         try:
             download_dataset(name, target, train)
             arrays = read_local(name, target, train, cache, [])

@@ -16,10 +16,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from fedrdskd.checks import check_choice, check_number
+from fedrdskd.checks import check_choice, check_flag, check_number
 from fedrdskd.data import DATASETS
 from fedrdskd.models import MODEL_NAMES
 from fedrdskd.partitions import PARTITION_SCHEMES
+from fedrdskd.strategies.outliers import DEFAULT_MAX_NORM_RATIO, DEFAULT_MAX_NUM_EXAMPLES_RATIO
 from fedrdskd.strategies.registry import STRATEGY_NAMES
 
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0  # a week; a finite bound catches unit mistakes
@@ -31,7 +32,7 @@ class DataSettings:
 
     dataset: str = "mnist"
     root: str | None = None
-    download: bool = False
+    download: bool = True
     cache_dir: str | None = None
 
 
@@ -71,6 +72,17 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class ScreeningSettings:
+    """The outlier screen of the clients' replies; ``None`` switches a check off.
+
+    See :class:`~fedrdskd.strategies.outliers.OutlierScreen`.
+    """
+
+    max_num_examples_ratio: float | None = DEFAULT_MAX_NUM_EXAMPLES_RATIO
+    max_norm_ratio: float | None = DEFAULT_MAX_NORM_RATIO
+
+
+@dataclass(frozen=True)
 class StrategySettings:
     """Which strategy and its own keyword arguments (snake_case)."""
 
@@ -83,16 +95,21 @@ class StrategySettings:
 class ExperimentConfig:
     """A whole run: federation size, local training, strategy, data, resources.
 
-    Fault tolerance: a round samples ``max(fraction_train * connected, min_train_nodes)``
-    clients, waits at most ``round_timeout`` seconds for their replies and proceeds
-    (aggregates) when at least ``min_train_nodes`` answered, else leaves the global
-    model unchanged for that round. ``resume_from`` (a ``checkpoint.pt`` or a run
-    directory holding one) continues an interrupted run; see :mod:`fedrdskd.checkpoint`.
+    Fault tolerance: before round 1 the ServerApp waits at most ``connect_timeout``
+    seconds for ``num_clients`` nodes and at most ``round_timeout`` seconds for their
+    partition ids, and stops with a message if some never come, unless
+    ``allow_unseeded_sampling`` (then client sampling does not follow the seed). A round
+    samples ``max(fraction_train * connected, min_train_nodes)`` clients, waits at most
+    ``round_timeout`` seconds for their replies and proceeds (aggregates) when at least
+    ``min_train_nodes`` answered, else leaves the global model unchanged for that round.
+    ``resume_from`` (a ``checkpoint.pt`` or a run directory holding one) continues an
+    interrupted run; see :mod:`fedrdskd.checkpoint`.
     """
 
     client: ClientSettings
     server: ServerSettings
     strategy: StrategySettings
+    screening: ScreeningSettings = ScreeningSettings()
     num_rounds: int = 30
     num_clients: int = 20
     fraction_train: float = 0.5
@@ -106,6 +123,8 @@ class ExperimentConfig:
     client_num_gpus: float = 0.0
     min_train_nodes: int = 1
     round_timeout: float = 3600.0
+    connect_timeout: float = 120.0
+    allow_unseeded_sampling: bool = False
     resume_from: str | None = None
     output_dir: str | None = None
     resolved: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -133,6 +152,10 @@ def _unset(value: Any) -> bool:
 
 def _optional_count(key: str, value: Any) -> int | None:
     return None if _unset(value) else check_number(key, value, 1, 2**31 - 1, integer=True)
+
+
+def _optional_ratio(key: str, value: Any) -> float | None:
+    return None if _unset(value) else check_number(key, value, 1.0, math.inf, low_open=True)
 
 
 def _optional_path(value: Any) -> str | None:
@@ -203,6 +226,15 @@ def _parse_server(raw: Mapping[str, Any]) -> ServerSettings:
     )
 
 
+def _parse_screening(raw: Mapping[str, Any]) -> ScreeningSettings:
+    screening = _section(raw, "screening", ScreeningSettings)
+    return ScreeningSettings(
+        max_num_examples_ratio=_optional_ratio("screening.max_num_examples_ratio",
+                                               screening["max_num_examples_ratio"]),
+        max_norm_ratio=_optional_ratio("screening.max_norm_ratio",
+                                       screening["max_norm_ratio"]))
+
+
 def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Parse and validate a nested experiment dict (Hydra's resolved config).
 
@@ -233,6 +265,7 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         client=_parse_client(raw, dataset, num_cpus),
         server=_parse_server(raw),
         strategy=_parse_strategy(raw),
+        screening=_parse_screening(raw),
         num_rounds=check_number("num_rounds", top["num_rounds"], 1, 10**6, integer=True),
         num_clients=num_clients,
         fraction_train=check_number("fraction_train", top["fraction_train"], 0.0, 1.0,
@@ -251,6 +284,10 @@ def experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
                                      num_clients, integer=True),
         round_timeout=check_number("round_timeout", top["round_timeout"], 0.0,
                                    MAX_ROUND_TIMEOUT, low_open=True),
+        connect_timeout=check_number("connect_timeout", top["connect_timeout"], 0.0,
+                                     MAX_ROUND_TIMEOUT, low_open=True),
+        allow_unseeded_sampling=check_flag("allow_unseeded_sampling",
+                                      top["allow_unseeded_sampling"]),
         resume_from=_optional_path(top["resume_from"]),
         output_dir=_optional_path(top["output_dir"]),
         resolved=MappingProxyType(dict(raw)),

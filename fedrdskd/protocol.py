@@ -56,6 +56,9 @@ NUM_EXAMPLES_KEY = "num-examples"  # Flower's weighted_by_key default
 TRAIN_LOSS_KEY = "train-loss"
 TRAIN_SECONDS_KEY = "train-seconds"
 LABEL_COUNTS_KEY = "label-counts"
+LABEL_COUNTS_FORMAT = (f'content["{LABEL_COUNTS_KEY}"] = ConfigRecord({{"{LABEL_COUNTS_KEY}": '
+                       '[n_0, ..., n_{C-1}]})')
+"""How a training reply carries its per-class label counts (a ClientApp's side, in words)."""
 EVAL_LOSS_KEY = "eval-loss"
 EVAL_ACCURACY_KEY = "eval-accuracy"
 

@@ -39,10 +39,12 @@ DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
     "output_dir", "resume_from", "data.root", "data.cache_dir", "data.download",
     "client.num_cpus", "client.num_gpus", "server.device", "server.num_threads",
     "server.eval_batch_size", "server.evaluate_ensemble", "server.ensemble_eval_samples",
-    "server.save_client_models")
+    "server.save_client_models", "screening", "connect_timeout", "allow_unseeded_sampling")
 """Config keys that may differ between averaged or compared runs: where data and
 outputs live, whether the run was resumed from a checkpoint (it continues the same
-experiment), and the hardware/threads used (measurement settings, not the method).
+experiment), the hardware/threads used (measurement settings, not the method), and the
+guards against bad clients and missing nodes (with honest clients they change nothing;
+a run whose sampling did not follow the seed is refused by its ``summary.sampling``).
 A pattern also matches every key below it (``data`` matches ``data.root``);
 shell-style wildcards work (``server.*``)."""
 

@@ -21,7 +21,14 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedrdskd import protocol as wire
-from fedrdskd.bookkeeping import ServerRun, load_test_set, round_diagnostics
+from fedrdskd.bookkeeping import (
+    PARTITION_PLOT,
+    ServerRun,
+    load_test_set,
+    round_diagnostics,
+    write_partition_summary,
+)
+from fedrdskd.checks import check_device, invalid
 from fedrdskd.data import dataset_info
 from fedrdskd.experiment import ExperimentConfig
 from fedrdskd.models import model_factory
@@ -33,7 +40,28 @@ from fedrdskd.strategies.registry import build_strategy
 
 def build_run_strategy(experiment: ExperimentConfig,
                        ensemble_evaluate_fn: EnsembleEvaluateFn | None = None) -> Strategy:
-    """The experiment's strategy: the one place its settings become keyword arguments."""
+    """The experiment's strategy: the one place its settings become keyword arguments.
+
+    Raises
+    ------
+    ValueError
+        For a ``server.device`` this machine lacks, a strategy option the strategy
+        refuses, or a strategy that needs label counts the clients will not send.
+    """
+    check_device("server.device", experiment.server.device)
+    strategy = build_experiment_strategy(experiment, ensemble_evaluate_fn)
+    needs_counts = getattr(strategy, "label_counts_needed", lambda server_round: False)
+    if needs_counts(1) and not experiment.client.send_label_counts:
+        raise invalid("client.send_label_counts", False,
+                      f"strategy {experiment.strategy.name} needs the clients' label counts; "
+                      "set client.send_label_counts=true (run config: "
+                      "client.send-label-counts=true)")
+    return strategy
+
+
+def build_experiment_strategy(experiment: ExperimentConfig,
+                              ensemble_evaluate_fn: EnsembleEvaluateFn | None) -> Strategy:
+    """:func:`~fedrdskd.strategies.registry.build_strategy` with the experiment's settings."""
     info = dataset_info(experiment.client.data.dataset)
     strategy = experiment.strategy
     return build_strategy(
@@ -42,7 +70,10 @@ def build_run_strategy(experiment: ExperimentConfig,
         num_classes=info.num_classes, input_shape=info.image_shape,
         device=experiment.server.device, seed=experiment.seed,
         ensemble_evaluate_fn=ensemble_evaluate_fn, sampling_seed=experiment.seed,
-        min_replies=experiment.min_train_nodes, fraction_train=experiment.fraction_train,
+        min_replies=experiment.min_train_nodes,
+        max_num_examples_ratio=experiment.screening.max_num_examples_ratio,
+        max_norm_ratio=experiment.screening.max_norm_ratio,
+        fraction_train=experiment.fraction_train,
         fraction_evaluate=experiment.fraction_evaluate,
         min_train_nodes=experiment.min_train_nodes,
         min_evaluate_nodes=1 if experiment.fraction_evaluate else 0,
@@ -64,6 +95,8 @@ def client_train_config(experiment: ExperimentConfig) -> ConfigRecord:
 def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> dict:
     """Run all rounds and write ``results.json``, ``accuracy.png``, ``final_model.pt``.
 
+    Also ``partition.png``, unless it is there (the CLI writes it before Ray starts).
+
     Returns
     -------
     dict
@@ -75,6 +108,8 @@ def run_server(grid: Grid, experiment: ExperimentConfig, output_dir: Path) -> di
     torch.set_num_threads(experiment.server.num_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     test = load_test_set(experiment)
+    if not (output_dir / PARTITION_PLOT).exists():  # the CLI wrote it before Ray started
+        write_partition_summary(experiment, output_dir)
     strategy = build_run_strategy(experiment, round_diagnostics(experiment, test, output_dir))
     run = ServerRun(experiment, strategy, test, output_dir)
     log(INFO, "Starting %s strategy:", type(strategy).__name__)

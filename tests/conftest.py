@@ -32,3 +32,14 @@ def server_task_identity(monkeypatch):
     """What a ServerApp runtime sets before strategies build messages (node 0 = server)."""
     for attribute, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
         monkeypatch.setattr(TaskIdentity, attribute, value)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: tiny models run faster without thread hand-offs on a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
-from flwr.app import (ArrayRecord, ConfigRecord, Message, MessageType, Metadata,
+from flwr.app import (ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata,
                       MetricRecord, RecordDict)
 from torch import nn
 
@@ -29,25 +29,43 @@ def tiny_model(seed: int) -> TinyNet:
         return TinyNet()
 
 
+def reply_metadata(node_id: int, server_round: int = 1) -> Metadata:
+    """The metadata of node ``node_id``'s training reply in round ``server_round``."""
+    return Metadata(run_id=1, message_id=f"reply-{node_id}", src_node_id=node_id,
+                    dst_node_id=0, reply_to_message_id=f"ins-{node_id}",
+                    group_id=str(server_round), created_at=time.time(), ttl=3600.0,
+                    message_type=MessageType.TRAIN)
+
+
 def train_reply(state_dict: dict, *, node_id: int, num_examples: int,
-                label_counts: list[int] | None = None, train_loss: float = 1.0,
-                server_round: int = 1, train_seconds: float | None = None) -> Message:
+                label_counts: list | None = None, train_loss: float = 1.0,
+                server_round: int = 1, train_seconds: float | None = None,
+                extra_metrics: dict | None = None, arrays_key: str = "arrays",
+                metrics_key: str = "metrics") -> Message:
     """A training reply as a ClientApp of this project sends it (``train_seconds``:
-    its ``train-seconds`` metric, left out when ``None``)."""
+    its ``train-seconds`` metric, left out when ``None``); ``extra_metrics`` are added
+    to (or, with value ``None``, removed from) its metrics."""
     metrics = {"train-loss": train_loss, "num-examples": num_examples}
     if train_seconds is not None:
         metrics["train-seconds"] = train_seconds
+    for key, value in (extra_metrics or {}).items():
+        if value is None:
+            metrics.pop(key)
+        else:
+            metrics[key] = value
     content = RecordDict({
-        "arrays": ArrayRecord({k: v.detach().clone() for k, v in state_dict.items()}),
-        "metrics": MetricRecord(metrics),
+        arrays_key: ArrayRecord({k: v.detach().clone() for k, v in state_dict.items()}),
+        metrics_key: MetricRecord(metrics),
     })
     if label_counts is not None:
         content["label-counts"] = ConfigRecord({"label-counts": list(label_counts)})
-    metadata = Metadata(run_id=1, message_id=f"reply-{node_id}", src_node_id=node_id,
-                        dst_node_id=0, reply_to_message_id=f"ins-{node_id}",
-                        group_id=str(server_round), created_at=time.time(), ttl=3600.0,
-                        message_type=MessageType.TRAIN)
-    return Message(content=content, metadata=metadata)
+    return Message(content=content, metadata=reply_metadata(node_id, server_round))
+
+
+def error_reply(node_id: int, server_round: int = 1) -> Message:
+    """A reply whose ClientApp failed (it carries an error, no content)."""
+    return Message(error=Error(code=0, reason="the ClientApp raised"),
+                   metadata=reply_metadata(node_id, server_round))
 
 
 class FakeGrid:

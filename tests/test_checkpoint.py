@@ -6,6 +6,7 @@ message to the real ClientApp handlers on fake MNIST, so whole runs take seconds
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -19,6 +20,7 @@ from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states
                                  load_checkpoint, restore_rng_states, save_checkpoint)
 from fedrdskd.clients.client_app import handle_evaluate, handle_query, handle_train
 from fedrdskd.experiment import ExperimentConfig, experiment_from_dict
+from fedrdskd.sampling import SamplingError
 from fedrdskd.server_app import run_server
 
 FAST_RDSKD = {"name": "fedrdskd", "generator_steps": 3, "student_steps": 3,
@@ -199,7 +201,10 @@ def test_resume_gives_the_uninterrupted_results(tmp_path, fake_mnist_root):
         expected = [row[key] for row in full["rounds"]]
         assert [row[key] for row in resumed["rounds"]] == pytest.approx(expected), key
     assert [row["num_sampled"] for row in full["rounds"]] == [2, 2, 2]
-    assert full["summary"]["sampling"] == {"seeded": True, "nodes_reported": 4, "nodes": 4}
+    sampling = full["summary"]["sampling"]
+    assert sampling.pop("query_seconds") >= 0
+    assert sampling == {"seeded": True, "nodes_reported": 4, "nodes": 4, "nodes_expected": 4}
+    assert (tmp_path / "full" / "partition.png").stat().st_size > 0  # the ServerApp's own
     full_model, resumed_model = final_model(tmp_path / "full"), final_model(
         tmp_path / "resumed")
     assert full_model.keys() == resumed_model.keys()
@@ -226,7 +231,8 @@ def test_resume_refuses_other_settings_and_done_rounds(tmp_path, fake_mnist_root
 
 def test_round_below_min_train_nodes_keeps_the_model(tmp_path, fake_mnist_root):
     experiment = make_experiment(fake_mnist_root, num_rounds=2, fraction_train=1.0,
-                                 min_train_nodes=2, strategy={"name": "fedavg"})
+                                 min_train_nodes=2, strategy={"name": "fedavg"},
+                                 allow_unseeded_sampling=True)
     # partitions 1 and 2 never answer: one reply per round, fewer than 2
     results = run(experiment, tmp_path / "run", silent=frozenset({1, 2}))
     rows = results["rounds"]
@@ -239,15 +245,29 @@ def test_round_below_min_train_nodes_keeps_the_model(tmp_path, fake_mnist_root):
 def test_round_with_missing_replies_proceeds_and_counts_them(tmp_path, fake_mnist_root):
     experiment = make_experiment(fake_mnist_root, num_rounds=1, fraction_train=1.0,
                                  min_train_nodes=2, strategy={"name": "fedavg"})
+    # node 0 never answers the partition-id query either: sampling cannot follow the seed
+    with pytest.raises(SamplingError, match="1 of 3 nodes did not report their partition id"):
+        run(experiment, tmp_path / "refused", silent=frozenset({0}))
+    assert not (tmp_path / "refused" / "results.json").exists()
+    experiment = dataclasses.replace(experiment, allow_unseeded_sampling=True)
     results = run(experiment, tmp_path / "run", silent=frozenset({0}))
     (row,) = results["rounds"]
     assert (row["num_sampled"], row["num_answered"], row["num_replies"]) == (3, 2, 2)
-    # node 0 did not answer the partition-id query either: sampling was not seeded
-    assert results["summary"]["sampling"] == {"seeded": False, "nodes_reported": 2,
-                                              "nodes": 3}
+    sampling = results["summary"]["sampling"]  # the outcome is recorded
+    assert sampling.pop("query_seconds") >= 0
+    assert sampling == {"seeded": False, "nodes_reported": 2, "nodes": 3, "nodes_expected": 3}
     checkpoint, _ = load_checkpoint(tmp_path / "run")
     assert row["test_loss"] != checkpoint.recorder["evaluations"][0]["test_loss"]
     assert checkpoint.round == 1
     assert checkpoint.train_metrics[1]["num-answered"] == 2
     final = final_model(tmp_path / "run")
     assert all(torch.equal(final[k], v) for k, v in checkpoint.arrays.items())
+
+
+def test_fewer_nodes_than_num_clients_stop_the_run_with_the_fix(tmp_path, fake_mnist_root):
+    experiment = make_experiment(fake_mnist_root, connect_timeout=0.05)
+    grid = InProcessGrid(experiment)
+    grid.node_ids = grid.node_ids[:2]  # a federation of 2 SuperNodes for num_clients=3
+    with pytest.raises(SamplingError, match=r"Only 2 of num_clients=3 nodes connected within "
+                                            r"connect_timeout=0.05 s.*num-supernodes=3"):
+        run(experiment, tmp_path / "run", grid=grid)

@@ -122,11 +122,14 @@ def test_multirun_sweep_writes_one_run_dir_per_seed(fake_mnist_root, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("num_clients=0", r"Invalid config value num_clients=0: allowed range is [1, "),
     ("partition.alpha=0", r"Invalid config value partition.alpha=0: allowed range is (0.0"),
+    ("strategy=fedftg client.send_label_counts=false",
+     "Invalid config value client.send_label_counts=False: strategy fedftg needs the "
+     "clients' label counts"),
 ])
 def test_bad_input_fails_before_ray_starts(fake_mnist_root, tmp_path, override, message):
     run_dir = tmp_path / "run"
     started = time.perf_counter()
-    completed = run_cli(*small_run(fake_mnist_root, tmp_path / "cache"), override,
+    completed = run_cli(*small_run(fake_mnist_root, tmp_path / "cache"), *override.split(),
                         f"hydra.run.dir={run_dir}", timeout=120)
     seconds = time.perf_counter() - started
     output = completed.stdout + completed.stderr
@@ -136,3 +139,18 @@ def test_bad_input_fails_before_ray_starts(fake_mnist_root, tmp_path, override, 
     assert not (run_dir / "results.json").exists()
     assert not (run_dir / "partition.png").exists()  # failed before the preflight
     assert seconds < 90  # imports only (measured 30 s at load 7; a Ray run takes > 60 s)
+
+
+def test_a_finished_run_directory_is_refused_before_hydra_writes_to_it(fake_mnist_root,
+                                                                         tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    (run_dir / ".hydra" / "config.yaml").write_text("the finished run's config\n")
+    completed = run_cli(*small_run(fake_mnist_root, tmp_path / "cache"),
+                        f"hydra.run.dir={run_dir}", timeout=120)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output[-2000:]
+    assert f"{run_dir} holds a finished run (results.json)" in output
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the finished run's config\n"
+    assert sorted(path.name for path in run_dir.iterdir()) == [".hydra", "results.json"]

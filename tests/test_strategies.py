@@ -19,7 +19,9 @@ from fedrdskd.strategies import FedRDSKD
 from fedrdskd.strategies.client_ensemble import client_train_seconds
 from fedrdskd.strategies.distillation import member_weights
 from fedrdskd.strategies.registry import build_strategy, strategy_class
-from fedrdskd.strategies.replies import screen_replies
+from fedrdskd.strategies.replies import ModelLayout
+from fedrdskd.strategies.outliers import OutlierScreen
+from fedrdskd.strategies.screening import screen_replies
 from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, tiny_model,
                           train_reply)
 
@@ -85,9 +87,14 @@ def grid_for(strategy, replies) -> FakeGrid:
 
 
 def run_round(strategy, replies, server_round: int = 1, arrays: ArrayRecord | None = None):
-    """``configure_train`` on the current model (as ``Strategy.start`` does), then aggregate."""
+    """``configure_train`` on the current model (as ``Strategy.start`` does), then aggregate.
+
+    The replies answer the round's messages, so they carry its group id.
+    """
     strategy.configure_train(server_round, arrays or initial_arrays(), ConfigRecord(),
                              grid_for(strategy, replies))
+    for reply in replies:
+        reply.metadata.group_id = str(server_round)
     return strategy.aggregate_train(server_round, replies)
 
 
@@ -96,7 +103,8 @@ def arrays_differ(left: ArrayRecord, right: ArrayRecord) -> bool:
     return any(not torch.equal(left[name], right[name]) for name in left)
 
 
-EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds", "num-sampled", "num-answered"}
+EXTRA_KEYS = {"num-replies", "num-excluded", "server-seconds", "num-sampled", "num-answered",
+              "num-examples-ratio-max", "update-norm-ratio-max", "model-norm-ratio-min"}
 
 
 # ---- (a) no distillation == FedAvg ------------------------------------------------------
@@ -170,9 +178,7 @@ def test_nan_and_wrong_shape_replies_are_excluded(caplog):
 def test_excluded_replies_are_not_in_the_ensemble():
     states = client_states(3)
     states[0]["conv.weight"].fill_(float("inf"))
-    shapes = {k: tuple(v.shape) for k, v in TinyNet().state_dict().items()}
-    _, members = screen_replies(1, make_replies(states), shapes, "num-examples",
-                                NUM_CLASSES)
+    members = members_of(make_replies(states))
     teacher = fedrdskd(ensemble_weighting="uniform").build_teacher(members)
     assert teacher.num_members == 2
     images = torch.randn(4, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
@@ -253,16 +259,15 @@ def test_unknown_base_and_bad_option_are_named():
 
 # ---- (f) ensemble weighting fallback ----------------------------------------------------
 def members_of(replies):
-    shapes = {k: tuple(v.shape) for k, v in TinyNet().state_dict().items()}
-    return screen_replies(1, replies, shapes, "num-examples", NUM_CLASSES)[1]
+    """The client models the screening keeps of round-1 ``replies``."""
+    return screen_replies(1, replies, ModelLayout.of(TinyNet()), "num-examples", NUM_CLASSES,
+                          outliers=OutlierScreen()).members
 
 
-def test_class_weighting_without_label_counts_falls_back(caplog):
+def test_class_weighting_without_label_counts_falls_back():
     members = members_of(make_replies(client_states(), label_counts=False))
-    with caplog.at_level(logging.WARNING, logger="flwr"):
-        weights, used = member_weights("class", members, NUM_CLASSES)
+    weights, used = member_weights("class", members, NUM_CLASSES)
     assert used == "num-examples"
-    assert "label counts" in caplog.text
     expected = torch.tensor([10.0, 20.0, 30.0]).div(60).unsqueeze(1).expand(3, NUM_CLASSES)
     torch.testing.assert_close(weights, expected)
 
@@ -279,9 +284,15 @@ def test_class_weighting_with_label_counts():
 
 def test_class_weighted_round_without_label_counts_is_a_num_examples_round(caplog):
     replies = make_replies(client_states(), label_counts=False)
-    with caplog.at_level(logging.WARNING, logger="flwr"):
-        arrays, metrics = run_round(fedrdskd(generator_steps=1, student_steps=1), replies)
-    assert "using 'num-examples' this round" in caplog.text
+    strategy = fedrdskd(generator_steps=1, student_steps=1)
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        arrays, metrics = run_round(strategy, replies)
+        run_round(strategy, make_replies(client_states(), label_counts=False), 2)
+    # one warning per run, naming the setting that says so; each round logs what it used
+    assert caplog.text.count("ensemble_weighting='class' needs label counts") == 1
+    assert 'ensemble_weighting="num-examples"' in caplog.text
+    assert 'content["label-counts"] = ConfigRecord(' in caplog.text
+    assert caplog.text.count("distillation (ensemble weighted by num-examples)") == 2
     fallback, fallback_metrics = run_round(
         fedrdskd(generator_steps=1, student_steps=1, ensemble_weighting="num-examples"),
         make_replies(client_states(), label_counts=False))
@@ -355,8 +366,7 @@ def test_client_train_seconds_sum_and_max_over_valid_replies():
     assert "client-train-seconds-sum" not in silent
     assert "client-train-seconds-max" not in silent
     # Members without a time are left out of the sum and max, not counted as 0.
-    shapes = {k: tuple(v.shape) for k, v in TinyNet().state_dict().items()}
-    _, members = screen_replies(1, replies[:3], shapes, "num-examples", NUM_CLASSES)
+    members = members_of(replies[:3])
     members[2].train_seconds = None
     assert client_train_seconds(members) == {"client-train-seconds-sum": 3.5,
                                              "client-train-seconds-max": 2.0}
@@ -514,3 +524,10 @@ def test_no_distillation_steps_warn_at_construction(caplog):
     with caplog.at_level(logging.WARNING, logger="flwr"):
         fedrdskd(generator_steps=0, student_steps=0)
     assert "`generator_steps=0` and `student_steps=0`" in caplog.text
+
+
+def test_summary_names_the_class_weighting_fallback_and_the_screen(caplog):
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        fedrdskd().summary()
+    assert "class (num-examples in rounds where a client sends no label counts)" in caplog.text
+    assert "Outlier screen: num-examples 100x the round's median | norms 20x" in caplog.text

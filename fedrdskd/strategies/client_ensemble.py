@@ -7,8 +7,12 @@ when given one (:class:`~fedrdskd.sampling.SeededSampling`). Its ``aggregate_tra
 
 1. materialises the replies (``replies = list(replies)``) and counts those with
    content; with fewer than ``min_replies`` the round keeps the global model;
-2. screens them: replies with NaN/Inf values or wrong shapes are excluded, with a
-   warning naming the node;
+2. screens them (:mod:`fedrdskd.strategies.screening`): a reply that the base strategy
+   could not aggregate (an error, another round, arrays that are not the model's, a
+   weight that is not a positive integer, records laid out unlike the round's
+   majority) or that is an outlier (claimed size or update norm far above the round's
+   median) is excluded, counted in ``num-excluded`` and logged at WARNING naming the
+   node and the reason;
 3. copies the valid clients' models (before the base strategy runs, because some
    strategies such as ``FedTrimmedAvg`` pop the arrays out of the replies);
 4. calls the base strategy's ``aggregate_train`` on the valid replies;
@@ -25,7 +29,12 @@ valid replies that carry ``train-seconds``, ``client-train-seconds-sum`` and
 ``client-train-seconds-max`` (the clients' own timings: with clients training in
 parallel, the max is the round's client time, whatever load the server is under), and
 ``num-sampled`` (messages ``configure_train`` sent) and ``num-answered`` (replies with
-content before the timeout).
+content before the timeout), and the outlier screen's ``num-examples-ratio-max``,
+``update-norm-ratio-max`` and ``model-norm-ratio-min`` (the extreme ratios to the
+round's medians among the kept replies: how close honest clients come to the margins).
+
+The model is checked at construction: ``model_fn()`` must build a ``torch.nn.Module``
+and, given ``input_shape``, map a batch of that shape to ``num_classes`` logits.
 """
 
 from __future__ import annotations
@@ -33,16 +42,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from fedrdskd.checks import check_number
+from fedrdskd.checks import check_number, invalid
 from fedrdskd.sampling import SeededSampling
-from fedrdskd.strategies.replies import ClientModel, screen_replies
+from fedrdskd.strategies.outliers import (
+    DEFAULT_MAX_NORM_RATIO,
+    DEFAULT_MAX_NUM_EXAMPLES_RATIO,
+    OutlierScreen,
+)
+from fedrdskd.strategies.replies import ClientModel, ModelLayout
+from fedrdskd.strategies.screening import Screening, screen_replies
 
 if TYPE_CHECKING:  # what the mixin goes in front of (FedAvg and its subclasses)
     from flwr.serverapp.strategy import FedAvg as _StrategyBase
@@ -58,6 +73,35 @@ CLIENT_TRAIN_SECONDS_MAX_KEY = "client-train-seconds-max"
 
 def _float_metrics(values: dict[str, float]) -> dict[str, float]:
     return {key: float(value) for key, value in values.items()}
+
+
+def checked_model(model_fn: Callable[[], torch.nn.Module], num_classes: int,
+                  input_shape: tuple[int, int, int] | None) -> torch.nn.Module:
+    """One ``model_fn()`` model; checked to map a batch of ``input_shape`` to logits.
+
+    Raises
+    ------
+    ValueError
+        Naming ``model_fn``, ``input_shape`` or ``num_classes`` and what the model does.
+    """
+    model = model_fn() if callable(model_fn) else None
+    if not isinstance(model, torch.nn.Module):
+        raise invalid("model_fn", model_fn, "must be a function of no arguments that returns "
+                      f"a fresh torch.nn.Module, it returned {type(model).__name__}")
+    if input_shape is None:
+        return model
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(2, *input_shape))
+    except Exception as error:  # noqa: BLE001 - whatever the model raises, say which setting
+        raise invalid("input_shape", input_shape, "the model of model_fn() fails on a batch "
+                      f"of that shape ({type(error).__name__}: {error}); give the (C, H, W) "
+                      "of the images it takes") from error
+    if tuple(getattr(logits, "shape", ())) != (2, num_classes):
+        raise invalid("num_classes", num_classes, "the model of model_fn() maps a batch of 2 "
+                      f"inputs of shape {tuple(input_shape)} to an output of shape "
+                      f"{tuple(getattr(logits, 'shape', ()))}, not (2, {num_classes}) logits")
+    return model
 
 
 def client_train_seconds(members: Sequence[ClientModel]) -> dict[str, float]:
@@ -79,6 +123,9 @@ class ClientEnsembleMixin(_StrategyBase):
         Returns a freshly constructed model of the federation's architecture.
     num_classes : int
         Number of classes (length of the clients' label counts).
+    input_shape : tuple[int, int, int] | None (default: None)
+        ``(C, H, W)`` of the model's input; given, the model is checked at construction
+        on a batch of that shape.
     ensemble_evaluate_fn : Callable[[int, Sequence[ClientModel], ArrayRecord], dict] | None
         (default: None) Diagnostic called every round with the valid client models
         and the aggregate before refinement; its metrics (e.g. the ensemble's test
@@ -100,36 +147,65 @@ class ClientEnsembleMixin(_StrategyBase):
         *,
         model_fn: Callable[[], torch.nn.Module],
         num_classes: int,
+        input_shape: tuple[int, int, int] | None = None,
         ensemble_evaluate_fn: EnsembleEvaluateFn | None = None,
         sampling_seed: int | None = None,
         min_replies: int = 1,
+        max_num_examples_ratio: float | None = DEFAULT_MAX_NUM_EXAMPLES_RATIO,
+        max_norm_ratio: float | None = DEFAULT_MAX_NORM_RATIO,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         check_number("num_classes", num_classes, 2, integer=True)
         self.min_replies = check_number("min_replies", min_replies, 1, integer=True)
+        if input_shape is not None:
+            if len(tuple(input_shape)) != 3:
+                raise invalid("input_shape", input_shape, "must be (C, H, W)")
+            input_shape = cast(tuple[int, int, int], tuple(
+                check_number(f"input_shape[{index}]", size, 1, integer=True)
+                for index, size in enumerate(input_shape)))
         self.model_fn = model_fn
         self.num_classes = num_classes
+        self.input_shape = input_shape
+        self.layout = ModelLayout.of(checked_model(model_fn, num_classes, input_shape))
+        self.outliers = OutlierScreen(max_num_examples_ratio, max_norm_ratio)
         self.ensemble_evaluate_fn = ensemble_evaluate_fn
         self.sampling = SeededSampling(sampling_seed)
         self.num_sampled: int | None = None
-        self.expected_shapes = {
-            name: tuple(tensor.shape) for name, tensor in model_fn().state_dict().items()
-        }
+        self.round_reference: dict[str, torch.Tensor] | None = None
+        self._warned: set[str] = set()
 
     def summary(self) -> None:
         """Log the base strategy's summary, then the ensemble settings."""
         super().summary()
         log(INFO, "\t└──> Client ensemble: %d classes, diagnostics %s",
             self.num_classes, "on" if self.ensemble_evaluate_fn else "off")
+        log(INFO, "\t└──> Outlier screen: %s", self.outliers.describe())
+
+    def warn_once(self, topic: str, message: str, *args: object) -> None:
+        """Log ``message`` at WARNING the first time ``topic`` comes up in this strategy."""
+        if topic not in self._warned:
+            self._warned.add(topic)
+            log(WARNING, message, *args)
+
+    def label_counts_needed(self, server_round: int) -> bool:
+        """Whether this round leaves out replies without valid label counts (default: no)."""
+        return False
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """The base strategy's messages, its clients sampled from the round's seeded stream."""
+        """The base strategy's messages, its clients sampled from the round's seeded stream.
+
+        The messages carry the round as their group id (replies of another round are
+        then excluded), and the global model is kept to measure the clients' updates.
+        """
         self.sampling.start_round(server_round)
         with self.sampling.active():
             messages = list(super().configure_train(server_round, arrays, config, grid))
+        for message in messages:
+            message.metadata.group_id = str(server_round)
         self.num_sampled = len(messages)
+        self.round_reference = arrays.to_torch_state_dict()
         return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
@@ -164,15 +240,13 @@ class ClientEnsembleMixin(_StrategyBase):
                 "min_replies=%d; the global model is left unchanged.", server_round,
                 counts["num-answered"], counts["num-sampled"], self.min_replies)
             return None, MetricRecord({"num-replies": 0, "num-excluded": 0, **counts})
-        passed, members = screen_replies(
-            server_round, replies, self.expected_shapes, self.weighted_by_key,
-            self.num_classes)
-        excluded = len(replies) - len(passed)
+        screening = self.screen(server_round, replies)
+        members, excluded = screening.members, screening.excluded
         if not members:
             log(WARNING, "Round %d: no valid client replies (%d excluded); the global "
                 "model is left unchanged.", server_round, excluded)
             return None, MetricRecord({"num-replies": 0, "num-excluded": excluded, **counts})
-        arrays, metrics = super().aggregate_train(server_round, passed)
+        arrays, metrics = super().aggregate_train(server_round, screening.passed)
         if arrays is None:
             return None, MetricRecord({**dict(metrics or {}), **counts})
         refined, extra = self.refine_global_model(server_round, arrays, members)
@@ -182,9 +256,17 @@ class ClientEnsembleMixin(_StrategyBase):
         merged.update(_float_metrics(extra))
         merged.update(diagnostics)
         merged.update(client_train_seconds(members))
+        merged.update(screening.metrics)
         merged.update({"num-replies": len(members), "num-excluded": excluded,
                        "server-seconds": server_seconds, **counts})
         return refined, MetricRecord(merged)
+
+    def screen(self, server_round: int, replies: Sequence[Message]) -> Screening:
+        """The round's usable replies and their models (:mod:`fedrdskd.strategies.screening`)."""
+        return screen_replies(server_round, replies, self.layout, self.weighted_by_key,
+                              self.num_classes, outliers=self.outliers,
+                              reference=self.round_reference,
+                              label_counts_required=self.label_counts_needed(server_round))
 
     def _diagnose(self, server_round: int, members: Sequence[ClientModel],
                   aggregate: ArrayRecord) -> dict:

@@ -11,7 +11,10 @@ next round's global model. The loop, the teacher ensemble and the reply screenin
 the shared ones of :class:`~fedrdskd.strategies.distillation.DistillationMixin`; the
 method lives in :class:`~fedrdskd.kd.fedftg.FedFTGSynthesizer`.
 
-FedFTG needs every client's per-class label counts (``client.send_label_counts=true``).
+FedFTG needs every client's per-class label counts (``client.send_label_counts=true``;
+the reply format is :data:`~fedrdskd.protocol.LABEL_COUNTS_FORMAT`): a round in which no
+reply carries them stops with a message that says how to send them, and replies
+without valid counts are left out of a round (with a warning) when others have them.
 Add it to another Flower strategy with one line::
 
     class FedProxFTG(FedFTGMixin, FedProx):
@@ -20,12 +23,12 @@ Add it to another Flower strategy with one line::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any, cast
 
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
@@ -35,14 +38,21 @@ from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.fedftg import FedFTGSynthesizer
 from fedrdskd.kd.fedftg_losses import SOFT_CE_REDUCTIONS
+from fedrdskd.protocol import LABEL_COUNTS_FORMAT, LABEL_COUNTS_KEY
 from fedrdskd.strategies.distillation import DistillationMixin
 from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
 
-MISSING_LABEL_COUNTS = (
-    "FedFTG needs every client's per-class label counts (class-level ensemble weights and "
-    "label sampling), but the valid replies of node(s) {nodes} in round {round} carry none. "
-    "Set `client.send_label_counts=true` (Hydra) or `client.send-label-counts = true` "
-    "(flwr run config), or use a strategy that works without them (e.g. fedrdskd).")
+
+def missing_label_counts(server_round: int, nodes: Sequence[int]) -> str:
+    """The error of a round in which no reply carries label counts: what to send, and how."""
+    return (
+        "FedFTG needs every client's per-class label counts (class-level ensemble weights "
+        f"and label sampling), but no reply of round {server_round} carries them (nodes "
+        f"{', '.join(str(node) for node in nodes)}). A ClientApp of your own adds them to "
+        f"its training reply as {LABEL_COUNTS_FORMAT} (the counts of its training labels, "
+        "one per class); this package's ClientApp does so with "
+        "`client.send_label_counts=true` (Hydra) or `client.send-label-counts = true` "
+        "(flwr run config). Or use a strategy that works without them (e.g. fedrdskd).")
 
 
 def _warn_if_degenerate(iterations: int, generator_steps: int, student_steps: int,
@@ -64,6 +74,11 @@ class FedFTGMixin(DistillationMixin):
 
     Parameters
     ----------
+    model_fn : Callable[[], torch.nn.Module]
+        Returns a fresh model; with ``num_classes`` and ``input_shape`` (its input
+        ``(C, H, W)``) it is checked at construction.
+    num_classes, input_shape
+        See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
     iterations : int (default: 10)
         ``I``, outer iterations per round, each with fresh latents and labels (0 turns
         the distillation off: the strategy is then its base strategy, and label counts
@@ -104,13 +119,17 @@ class FedFTGMixin(DistillationMixin):
     ensemble_weighting : str (default: "class")
         Must be ``"class"``: FedFTG's ensemble is class-level from the label counts.
     **kwargs
-        ``input_shape``, ``batched_ensemble``, ``device``, ``seed``, ``model_fn``,
-        ``num_classes``, and every argument of the base strategy.
+        ``batched_ensemble``, ``device``, ``seed``, the other arguments of
+        :class:`~fedrdskd.strategies.distillation.DistillationMixin` and every argument
+        of the base strategy.
     """
 
     def __init__(
         self,
         *,
+        model_fn: Callable[[], torch.nn.Module],
+        num_classes: int,
+        input_shape: tuple[int, int, int],
         iterations: int = 10,
         generator_steps: int = 1,
         student_steps: int = 5,
@@ -132,7 +151,8 @@ class FedFTGMixin(DistillationMixin):
         if ensemble_weighting != "class":
             raise invalid("ensemble_weighting", ensemble_weighting,
                           "FedFTG's ensemble is class-level, the only allowed value is class")
-        super().__init__(ensemble_weighting=ensemble_weighting, **kwargs)
+        super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
+                         ensemble_weighting=ensemble_weighting, **kwargs)
         for name, value, low in (("iterations", iterations, 0),
                                  ("generator_steps", generator_steps, 0),
                                  ("student_steps", student_steps, 0),
@@ -222,27 +242,33 @@ class FedFTGMixin(DistillationMixin):
     ) -> None:
         """Start the synthesizer's round: label counts, the teacher's α, the decayed lr."""
         counts = stacked_label_counts(members)
-        assert counts is not None  # refine_global_model refuses rounds without them
+        assert counts is not None  # the screening leaves out replies without them
         cast(FedFTGSynthesizer, self.synthesizer).set_round(
             counts, teacher.weights, lr=self.round_lr(self.generator_lr, server_round))
 
-    def refine_global_model(
-        self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
-    ) -> tuple[ArrayRecord, dict[str, float]]:
-        """Check that every valid client sent label counts, then fine-tune.
+    def label_counts_needed(self, server_round: int) -> bool:
+        """Label counts are needed in every round that distils."""
+        schedule = self.round_schedule(server_round)
+        return schedule.generator_steps > 0 or schedule.student_steps > 0
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Stop at once if no reply carries label counts; else screen, aggregate and distil.
 
         Raises
         ------
         ValueError
-            If distillation is on and a valid reply carries no label counts.
+            If the round distils and none of its replies with content has label counts
+            (:func:`missing_label_counts`: the reply format and the settings).
         """
-        schedule = self.round_schedule(server_round)
-        distils = schedule.generator_steps > 0 or schedule.student_steps > 0
-        missing = [member.node_id for member in members if member.label_counts is None]
-        if distils and missing:
-            raise ValueError(MISSING_LABEL_COUNTS.format(
-                nodes=", ".join(str(node) for node in missing), round=server_round))
-        return super().refine_global_model(server_round, arrays, members)
+        replies = list(replies)
+        answered = [reply for reply in replies if reply.has_content()]
+        if (self.label_counts_needed(server_round) and answered
+                and not any(LABEL_COUNTS_KEY in reply.content for reply in answered)):
+            raise ValueError(missing_label_counts(
+                server_round, [reply.metadata.src_node_id for reply in answered]))
+        return super().aggregate_train(server_round, replies)
 
 
 class FedFTG(FedFTGMixin, FedAvg):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from logging import INFO, WARNING
 from typing import Any, cast
 
@@ -41,6 +41,11 @@ class RDSKDMixin(DistillationMixin):
 
     Parameters
     ----------
+    model_fn : Callable[[], torch.nn.Module]
+        Returns a fresh model; with ``num_classes`` and ``input_shape`` (its input
+        ``(C, H, W)``) it is checked at construction.
+    num_classes, input_shape
+        See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
     generator_steps : int (default: 50)
         Generator updates in round 1 (per iteration), before decay.
     student_steps : int (default: 50)
@@ -121,13 +126,17 @@ class RDSKDMixin(DistillationMixin):
         server-side learning, keeps the early gain and stops the cost (0 steps = no
         server work) — see ``benchmarks/distillation_gain.py``.
     **kwargs
-        ``input_shape``, ``ensemble_weighting``, ``device``, ``seed``, ``model_fn``,
-        ``num_classes``, and every argument of the base strategy.
+        ``ensemble_weighting``, ``device``, ``seed``, the other arguments of
+        :class:`~fedrdskd.strategies.distillation.DistillationMixin` and every argument
+        of the base strategy.
     """
 
     def __init__(
         self,
         *,
+        model_fn: Callable[[], torch.nn.Module],
+        num_classes: int,
+        input_shape: tuple[int, int, int],
         generator_steps: int = 50,
         student_steps: int = 50,
         iterations: int = 1,
@@ -154,7 +163,8 @@ class RDSKDMixin(DistillationMixin):
         student_uses_generator_batch: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
+                         **kwargs)
         for name, value in (("generator_steps", generator_steps),
                             ("student_steps", student_steps)):
             check_number(name, value, 0, 10**6, integer=True)
@@ -220,7 +230,7 @@ class RDSKDMixin(DistillationMixin):
             "persists" if self.persist_student_optimizer else "fresh each round",
             self.temperature, self.strength_decay)
         log(INFO, "\t\t└── Ensemble: %s weighting | combines %s | batched %s | device %s",
-            self.ensemble_weighting, self.ensemble_combine, self.batched_ensemble,
+            self.weighting_summary, self.ensemble_combine, self.batched_ensemble,
             self.device)
 
     def build_synthesizer(self) -> RDSKDSynthesizer:
@@ -250,8 +260,9 @@ class RDSKDMixin(DistillationMixin):
             return None
         counts = stacked_label_counts(members)
         if counts is None:
-            log(WARNING, "class_prior='label-counts' needs label counts from every client; "
-                "some did not send them, using a uniform class prior this round.")
+            self.warn_once("class-prior", "class_prior='label-counts' needs label counts from "
+                           "every client and some sent none: such rounds use a uniform "
+                           "class prior.")
             return None
         return torch.as_tensor(counts.sum(axis=0), dtype=torch.float32)
 

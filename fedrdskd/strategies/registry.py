@@ -109,9 +109,10 @@ def build_strategy(
         distillation method.
     target : str | None
         Import path of a strategy class (Hydra's ``_target_``).
-    model_fn, num_classes, ensemble_evaluate_fn, sampling_seed, min_replies
-        Passed to :class:`ClientEnsembleMixin` (every strategy built here has it).
-    input_shape, device, seed
+    model_fn, num_classes, input_shape, ensemble_evaluate_fn, sampling_seed, min_replies
+        Passed to :class:`ClientEnsembleMixin` (every strategy built here has it; it
+        checks the model on a batch of ``input_shape`` at construction).
+    device, seed
         Passed to the distillation methods.
     **base_kwargs
         Flower strategy arguments (``fraction_train``, ``min_train_nodes`` ...).
@@ -125,13 +126,13 @@ def build_strategy(
     base = options.pop("base", "fedavg")
     cls = strategy_class(name, base=base, target=target)
     kwargs: dict[str, Any] = {**base_kwargs, **options}
-    kwargs.update(model_fn=model_fn, num_classes=num_classes,
+    kwargs.update(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
                   ensemble_evaluate_fn=ensemble_evaluate_fn, sampling_seed=sampling_seed,
                   min_replies=min_replies)
     from fedrdskd.strategies.distillation import DistillationMixin
 
     if issubclass(cls, DistillationMixin):
-        kwargs.update(input_shape=input_shape, device=device, seed=seed)
+        kwargs.update(device=device, seed=seed)
     try:
         return cls(**kwargs)
     except TypeError as error:

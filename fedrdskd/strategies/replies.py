@@ -1,24 +1,27 @@
-"""Checking client replies before they reach aggregation or the teacher ensemble.
+"""What is wrong with one client's training reply, if anything, and what the server keeps of it.
 
-A reply with NaN/Inf values, missing arrays or arrays whose shapes do not match the
-model is *excluded* (with a warning naming the node) rather than averaged in. Label
-counts travel in a separate ``ConfigRecord`` (``"label-counts"``) and are optional;
-so is the client's local training time (``"train-seconds"`` in the metrics).
+A reply is *usable* when Flower's base strategy can aggregate it without raising and
+without being taken over by it: no error, the current round's group id, exactly one
+ArrayRecord holding the model's arrays (names, shapes and dtypes of the global model,
+finite values) and exactly one MetricRecord whose weight (``num-examples``) is a positive
+integer. :func:`reply_problem` says in words what a reply lacks; the round-level checks
+(metric keys that match the round's majority, outliers) are in
+:mod:`fedrdskd.strategies.screening`. Label counts travel in a separate ``ConfigRecord``
+(:data:`~fedrdskd.protocol.LABEL_COUNTS_FORMAT`) and are optional; so is the client's
+local training time (``"train-seconds"`` in the metrics).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from logging import WARNING
 from typing import TypeVar, cast
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.common import log
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from fedrdskd.protocol import LABEL_COUNTS_KEY, TRAIN_SECONDS_KEY
+from fedrdskd.protocol import LABEL_COUNTS_KEY, NUM_EXAMPLES_KEY, TRAIN_SECONDS_KEY
 
 R = TypeVar("R")
 
@@ -48,7 +51,31 @@ class ClientModel:
     train_seconds: float | None = None
 
 
-def _single_record(records: Mapping[str, R]) -> R | None:
+@dataclass(frozen=True)
+class ModelLayout:
+    """Names, shapes and dtypes of the global model's arrays as they travel in an ArrayRecord.
+
+    Attributes
+    ----------
+    shapes : Mapping[str, tuple[int, ...]]
+        Array name -> shape.
+    dtypes : Mapping[str, str]
+        Array name -> NumPy dtype name (``"float32"``, ``"int64"`` ...).
+    """
+
+    shapes: Mapping[str, tuple[int, ...]]
+    dtypes: Mapping[str, str]
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> ModelLayout:
+        """The layout of ``model``'s state dict, as Flower serialises it."""
+        record = ArrayRecord(model.state_dict())
+        return cls(shapes={name: tuple(array.shape) for name, array in record.items()},
+                   dtypes={name: array.dtype for name, array in record.items()})
+
+
+def single_record(records: Mapping[str, R]) -> R | None:
+    """The only record of ``records``, or ``None`` if there are none or several."""
     return next(iter(records.values())) if len(records) == 1 else None
 
 
@@ -60,64 +87,108 @@ def stacked_label_counts(members: Sequence[ClientModel]) -> np.ndarray | None:
     return np.stack(cast(list[np.ndarray], counts))
 
 
-def reply_problem(
-    message: Message, expected_shapes: Mapping[str, tuple[int, ...]], weighted_by_key: str
-) -> str | None:
+def weight_problem(value: object, weighted_by_key: str) -> str | None:
+    """Why ``value`` cannot weight the average (``num-examples`` must be a positive integer)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not np.isfinite(value) or value <= 0):
+        return f"metric '{weighted_by_key}' must be a positive number, got {value!r}"
+    if weighted_by_key == NUM_EXAMPLES_KEY and not float(value).is_integer():
+        return (f"metric '{weighted_by_key}' must be a whole number of training examples, "
+                f"got {value!r}")
+    return None
+
+
+def _array_problem(name: str, array: Array, layout: ModelLayout) -> str | None:
+    expected_shape, expected_dtype = tuple(layout.shapes[name]), layout.dtypes[name]
+    if tuple(array.shape) != expected_shape:
+        return (f"array '{name}' has shape {tuple(array.shape)}, the model expects "
+                f"{expected_shape}")
+    if array.dtype != expected_dtype:
+        return f"array '{name}' has dtype {array.dtype}, the model expects {expected_dtype}"
+    try:
+        values = array.numpy()
+    except Exception as error:  # noqa: BLE001 - any undecodable payload is the client's fault
+        return f"array '{name}' cannot be read ({error})"
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        return f"array '{name}' contains NaN or Inf values"
+    return None
+
+
+def arrays_problem(arrays: ArrayRecord, layout: ModelLayout) -> str | None:
+    """Why ``arrays`` are not the model's (names, shapes, dtypes, finite values), or None."""
+    if set(arrays.keys()) != set(layout.shapes):
+        missing = sorted(set(layout.shapes) - set(arrays.keys()))
+        extra = sorted(set(arrays.keys()) - set(layout.shapes))
+        return f"array names differ from the model (missing {missing}, unexpected {extra})"
+    for name, array in arrays.items():
+        problem = _array_problem(name, array, layout)
+        if problem is not None:
+            return problem
+    return None
+
+
+def reply_problem(message: Message, layout: ModelLayout, weighted_by_key: str,
+                  server_round: int) -> str | None:
     """Say what is wrong with a training reply, or return ``None`` if it is usable.
 
     Parameters
     ----------
     message : Message
-        A training reply (without an error).
-    expected_shapes : Mapping[str, tuple[int, ...]]
-        Parameter/buffer name -> shape of the global model.
+        A training reply.
+    layout : ModelLayout
+        The global model's array names, shapes and dtypes.
     weighted_by_key : str
         The metric that weights the average (``"num-examples"``).
+    server_round : int
+        The current round: the reply must carry it as its group id.
 
     Returns
     -------
     str | None
         A human-readable reason, or ``None``.
     """
-    arrays = _single_record(message.content.array_records)
-    metrics = _single_record(message.content.metric_records)
+    if message.has_error():
+        return f"it carries an error (code {message.error.code}: {message.error.reason})"
+    if message.metadata.group_id != str(server_round):
+        return (f"it belongs to round {message.metadata.group_id!r} (its group id), not to "
+                f"round {server_round}")
+    array_records, metric_records = message.content.array_records, message.content.metric_records
+    arrays, metrics = single_record(array_records), single_record(metric_records)
     if not isinstance(arrays, ArrayRecord):
-        return "expected exactly one ArrayRecord"
+        return f"expected exactly one ArrayRecord, got {len(array_records)}"
     if not isinstance(metrics, MetricRecord):
-        return "expected exactly one MetricRecord"
-    weight = metrics.get(weighted_by_key)
-    if not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
-        return f"metric '{weighted_by_key}' must be a positive number, got {weight!r}"
-    if set(arrays.keys()) != set(expected_shapes):
-        missing = sorted(set(expected_shapes) - set(arrays.keys()))
-        extra = sorted(set(arrays.keys()) - set(expected_shapes))
-        return f"array names differ from the model (missing {missing}, unexpected {extra})"
-    for name, array in arrays.items():
-        values = array.numpy()
-        if tuple(values.shape) != tuple(expected_shapes[name]):
-            return (f"array '{name}' has shape {tuple(values.shape)}, the model expects "
-                    f"{tuple(expected_shapes[name])}")
-        if values.dtype.kind in "fc" and not np.isfinite(values).all():
-            return f"array '{name}' contains NaN or Inf values"
-    return None
+        return f"expected exactly one MetricRecord, got {len(metric_records)}"
+    return (weight_problem(metrics.get(weighted_by_key), weighted_by_key)
+            or arrays_problem(arrays, layout))
 
 
-def read_label_counts(message: Message, num_classes: int) -> np.ndarray | None:
-    """Return the reply's per-class label counts, or ``None`` if absent or malformed."""
-    record = message.content.get(LABEL_COUNTS_KEY)
-    if not isinstance(record, ConfigRecord):
-        return None
-    counts = record.get(LABEL_COUNTS_KEY)
+def read_label_counts(message: Message,
+                      num_classes: int) -> tuple[np.ndarray | None, str | None]:
+    """The reply's per-class label counts, and what is wrong with them if they are malformed.
+
+    Returns
+    -------
+    tuple[np.ndarray | None, str | None]
+        ``(counts, None)`` for valid counts (int64, length ``num_classes``, whole numbers
+        >= 0, not all zero), ``(None, None)`` if the reply sends none, ``(None, reason)``
+        if it sends malformed ones.
+    """
+    if LABEL_COUNTS_KEY not in message.content:
+        return None, None
+    record = message.content[LABEL_COUNTS_KEY]
+    counts = record.get(LABEL_COUNTS_KEY) if isinstance(record, ConfigRecord) else None
     if not isinstance(counts, list) or len(counts) != num_classes:
-        log(WARNING, "Node %d sent malformed label counts (%r); ignoring them.",
-            message.metadata.src_node_id, counts)
-        return None
+        return None, (f"its label counts must be a list of {num_classes} counts in a "
+                      f"ConfigRecord, got {str(counts)[:80]}")
+    if any(isinstance(count, bool) or not isinstance(count, (int, float)) for count in counts):
+        return None, f"its label counts must be numbers, got {str(counts)[:80]}"
     values = np.asarray(counts, dtype=np.float64)
-    if not np.isfinite(values).all() or (values < 0).any():
-        log(WARNING, "Node %d sent invalid label counts; ignoring them.",
-            message.metadata.src_node_id)
-        return None
-    return values.astype(np.int64)
+    if not (np.isfinite(values).all() and (values >= 0).all()
+            and (values == np.round(values)).all()):
+        return None, f"its label counts must be whole numbers >= 0, got {str(counts)[:80]}"
+    if not values.any():
+        return None, "its label counts are all zero"
+    return values.astype(np.int64), None
 
 
 def read_train_seconds(metrics: MetricRecord) -> float | None:
@@ -126,44 +197,3 @@ def read_train_seconds(metrics: MetricRecord) -> float | None:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return None
     return float(seconds) if np.isfinite(seconds) and seconds >= 0 else None
-
-
-def screen_replies(
-    server_round: int,
-    replies: Sequence[Message],
-    expected_shapes: Mapping[str, tuple[int, ...]],
-    weighted_by_key: str,
-    num_classes: int,
-) -> tuple[list[Message], list[ClientModel]]:
-    """Keep the usable training replies and copy their models for the ensemble.
-
-    Replies carrying an error are passed through untouched (the base strategy counts
-    and logs them as failures); invalid replies are dropped with a warning.
-
-    Returns
-    -------
-    tuple[list[Message], list[ClientModel]]
-        Replies to hand to the base strategy, and the valid clients' models.
-    """
-    passed: list[Message] = []
-    members: list[ClientModel] = []
-    for message in replies:
-        if message.has_error():
-            passed.append(message)
-            continue
-        problem = reply_problem(message, expected_shapes, weighted_by_key)
-        if problem is not None:
-            log(WARNING, "Round %d: excluding the reply of node %d: %s.", server_round,
-                message.metadata.src_node_id, problem)
-            continue
-        arrays = cast(ArrayRecord, _single_record(message.content.array_records))
-        metrics = cast(MetricRecord, _single_record(message.content.metric_records))
-        members.append(ClientModel(
-            node_id=message.metadata.src_node_id,
-            state_dict={k: v.clone() for k, v in arrays.to_torch_state_dict().items()},
-            num_examples=int(cast(float, metrics[weighted_by_key])),  # checked above
-            label_counts=read_label_counts(message, num_classes),
-            train_seconds=read_train_seconds(metrics),
-        ))
-        passed.append(message)
-    return passed, members
