@@ -202,5 +202,7 @@ def test_interpolation_endpoints_midpoint_and_integer_buffers() -> None:
     half = interpolate_states(start, end, 0.25)
     torch.testing.assert_close(half["w"], torch.tensor([1.0, 1.5]))
     assert half["steps"].item() == 7
+    twice = interpolate_states(start, end, 2.0)  # extrapolation along end - start
+    torch.testing.assert_close(twice["w"], torch.tensor([8.0, -2.0]))
     with pytest.raises(ValueError, match="same keys"):
         interpolate_states(start, {"w": end["w"]}, 0.5)

@@ -103,12 +103,16 @@ def test_candidate_messages_carry_both_models_and_the_betas():
 def test_selector_settings_are_checked():
     for kwargs, key in ((dict(fixed_beta=1.5), "student_interpolation"),
                         (dict(betas=(0.0,)), "validation_betas"),
+                        (dict(betas=(4.5,)), "validation_betas"),
                         (dict(clients="all"), "validation_clients"),
                         (dict(timeout=0), "validation_timeout")):
         settings = dict(fixed_beta=1.0, betas=(0.5,), clients="others", timeout=10, seed=0)
         settings.update(kwargs)
         with pytest.raises(ValueError, match=key):
             StepSizeSelector(**settings)
+    extrapolating = StepSizeSelector(fixed_beta=1.0, betas=(2.0, 1.0, 4.0), clients="others",
+                                     timeout=10, seed=0)
+    assert extrapolating.betas == (0.0, 1.0, 2.0, 4.0)
 
 
 # ---- the strategy -------------------------------------------------------------------------

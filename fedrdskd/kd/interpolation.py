@@ -13,7 +13,8 @@ def interpolate_states(start: Mapping[str, torch.Tensor], end: Mapping[str, torc
 
     With ``start`` the aggregate and ``end`` the distilled model: ``β = 1`` keeps the
     distilled model, ``β = 0`` the aggregate (exactly), values between move the
-    aggregate part of the way towards what distillation found. Integer buffers (e.g.
+    aggregate part of the way towards what distillation found and values above 1
+    extrapolate along that direction. Integer buffers (e.g.
     BatchNorm's step counter) are taken from ``end``.
     """
     if set(start) != set(end):

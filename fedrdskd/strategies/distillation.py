@@ -135,7 +135,8 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         :func:`~fedrdskd.kd.interpolation.interpolate_states`); with validation, the
         fallback when no client answers.
     validation_betas : Sequence[float] (default: ())
-        Candidate ``β`` s in (0, 1] that clients validate, besides 0 (the aggregate);
+        Candidate ``β`` s in (0, 4] that clients validate, besides 0 (the aggregate; above
+        1 the round extrapolates along the distillation's direction);
         the round returns the one of lowest pooled held-out loss
         (:mod:`fedrdskd.strategies.validation`). Empty: no validation, ``β`` =
         ``student_interpolation``. Needs ClientApps that answer

@@ -44,6 +44,10 @@ from fedrdskd.protocol import (
 )
 
 VALIDATION_CLIENTS = ("others", "round")
+MAX_BETA = 4.0
+"""Largest candidate ``β``: beyond 1 the round extrapolates along the distillation's
+direction (``β = 2`` is about twice the fine-tune's learning rate, without training
+twice), which the clients' held-out loss then has to confirm."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,8 @@ class StepSizeSelector:
     fixed_beta : float
         The ``β`` used without validation, and when no client answers.
     betas : Sequence[float]
-        Candidate ``β`` s besides 0 (the aggregate, always a candidate); empty switches
-        validation off.
+        Candidate ``β`` s in (0, :data:`MAX_BETA`] besides 0 (the aggregate, always a
+        candidate); empty switches validation off.
     clients : str
         ``"others"`` or ``"round"`` (see the module docstring).
     timeout : float
@@ -139,7 +143,7 @@ class StepSizeSelector:
                  timeout: float, seed: int) -> None:
         check_number("student_interpolation", fixed_beta, 0.0, 1.0)
         for beta in betas:  # 0, the aggregate, is always a candidate
-            check_number("validation_betas", beta, 0.0, 1.0, low_open=True)
+            check_number("validation_betas", beta, 0.0, MAX_BETA, low_open=True)
         check_choice("validation_clients", clients, VALIDATION_CLIENTS)
         check_number("validation_timeout", timeout, 0.0, low_open=True)
         self.fixed_beta = float(fixed_beta)
