@@ -47,6 +47,7 @@ from fedrdskd.partitions import (
 from fedrdskd.results import (
     RoundLog,
     centralised_metrics,
+    machine_record,
     plot_accuracy,
     round_rows,
     snake,
@@ -227,6 +228,7 @@ class ServerRun:
         summary["wall_seconds_including_evaluation"] = time.perf_counter() - self.started
         summary["setup_seconds"] = self.setup_seconds
         summary[SAMPLING_SUMMARY_KEY] = sampling
+        summary["machine"] = machine_record(experiment.server.num_threads)
         config = {**experiment.resolved, "output_dir": str(output_dir)}
         write_results(output_dir / "results.json", config, rows, summary)
         torch.save(final.to_torch_state_dict(), output_dir / "final_model.pt")

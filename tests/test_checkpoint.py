@@ -205,6 +205,9 @@ def test_resume_gives_the_uninterrupted_results(tmp_path, fake_mnist_root):
     assert sampling.pop("query_seconds") >= 0
     assert sampling == {"seeded": True, "nodes_reported": 4, "nodes": 4, "nodes_expected": 4}
     assert (tmp_path / "full" / "partition.png").stat().st_size > 0  # the ServerApp's own
+    machine = full["summary"]["machine"]  # what the last digits depend on
+    assert machine["torch"] == torch.__version__ and machine["server_threads"] >= 1
+    assert machine["cpu"] and machine["cpus"] >= 1
     full_model, resumed_model = final_model(tmp_path / "full"), final_model(
         tmp_path / "resumed")
     assert full_model.keys() == resumed_model.keys()
