@@ -6,9 +6,10 @@ handlers (:func:`~fedrdskd.clients.client_app.handle_train`, ``handle_evaluate``
 own :func:`~fedrdskd.server_app.run_server` with it, so sampling, seeding, aggregation,
 distillation, diagnostics and ``results.json`` are exactly those of a Ray simulation of
 the same config; each client trains with ``client.num_cpus`` torch threads as under Ray,
-so a run reproduces the simulation's numbers (``tests/test_inprocess.py``). It skips
-Ray's start-up and per-round overhead, which makes it the tool for research loops and
-benchmarks on small machines (``benchmarks/distillation_gain.py``).
+so a run reproduces the simulation's numbers (``tests/test_simulation.py`` checks it
+against a Ray run). It skips Ray's start-up and per-round overhead, which makes it the
+tool for research loops and benchmarks on small machines
+(``benchmarks/distillation_gain.py``).
 """
 
 from __future__ import annotations

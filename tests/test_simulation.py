@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fedrdskd.experiment import experiment_from_dict
+from fedrdskd.inprocess import run_in_process
+
 pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = {"initial_test_accuracy", "final_test_accuracy", "best_test_accuracy",
@@ -93,6 +96,13 @@ def test_end_to_end_run(fake_mnist_root, tmp_path, strategy, extra):
     summary, rounds = results["summary"], results["rounds"]
     assert summary["initial_test_accuracy"] < 0.2  # chance: 10 classes
     assert summary["best_test_accuracy"] > 0.5, [row["test_accuracy"] for row in rounds]
+    # the in-process federation (benchmarks' tool) runs the same rounds to the same numbers
+    config = {**results["config"], "output_dir": str(tmp_path / "in-process")}
+    in_process = run_in_process(experiment_from_dict(config), tmp_path / "in-process")
+    replayed = json.loads((tmp_path / "in-process" / "results.json").read_text())["rounds"]
+    assert [row["test_accuracy"] for row in replayed] == [row["test_accuracy"]
+                                                           for row in rounds]
+    assert in_process["final_test_accuracy"] == summary["final_test_accuracy"]
     if strategy == "fedrdskd":
         for row in rounds:
             assert DISTILLATION_KEYS <= set(row), DISTILLATION_KEYS - set(row)
