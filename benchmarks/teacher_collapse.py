@@ -32,6 +32,13 @@ from fedrdskd.models import build_model  # noqa: E402
 from fedrdskd.partitions import load_client_data  # noqa: E402
 from fedrdskd.strategies import FedRDSKD  # noqa: E402
 
+# The collapse happened under RDSKD as published (the fedrdskd_paper preset), not under
+# FedRDSKD's own defaults.
+RDSKD_AS_PUBLISHED = dict(generator_steps=50, student_steps=50, iterations=1, student_lr=1e-3,
+                          student_optimizer="adam", strength_decay=0.5, weight_hard_sample=0.0,
+                          class_prior="uniform", student_batch_reuse=1,
+                          student_uses_generator_batch=False)
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -42,6 +49,7 @@ def parse_args() -> argparse.Namespace:
                         help="the trajectory's teacher (both ensembles are always printed)")
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args()
+
 
 
 def describe_members(members, model_fn, test) -> None:
@@ -78,7 +86,7 @@ def main() -> None:
         return build_model("lenet5", num_classes=10, image_shape=(1, 28, 28))
 
     strategy = FedRDSKD(model_fn=model_fn, num_classes=10, input_shape=(1, 28, 28),
-                        ensemble_combine=args.combine, seed=args.seed)
+                        ensemble_combine=args.combine, seed=args.seed, **RDSKD_AS_PUBLISHED)
     torch.manual_seed(args.seed)
     state = model_fn().state_dict()
     sampler = random.Random(args.seed)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import itertools
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hydra_config import README, hydra_dict, yaml_names
@@ -65,9 +67,11 @@ def test_config_yaml_and_readme_give_the_dataclass_defaults():
     assert {"num_rounds", "partition.alpha", "min_train_nodes"} <= set(documented)
 
 
-def readme_defaults() -> dict[str, Any]:
-    """``key -> default`` of README.md's table of top-level keys."""
+def readme_defaults(after: str = "") -> dict[str, Any]:
+    """``key -> default`` of README.md's first key table after the text ``after``
+    (the table of top-level keys by default)."""
     text = README.read_text()
+    text = text[text.index(after):]
     table = text[text.index("| key | default | meaning |"):].splitlines()[2:]
     defaults: dict[str, Any] = {}
     for line in itertools.takewhile(lambda row: row.startswith("|"), table):
@@ -221,3 +225,35 @@ def test_fedrdskd_paper_preset_is_rdskd_as_published():
         assert options[key.removeprefix("strategy.")] == value, key
     assert (options["generator_steps"], options["student_steps"]) == (50, 50)
     assert (options["student_optimizer"], options["strength_decay"]) == ("adam", 0.5)
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """Keyword defaults of every ``__init__`` along ``cls``'s MRO (the nearest wins)."""
+    defaults: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            defaults.update({name: parameter.default for name, parameter
+                             in inspect.signature(init).parameters.items()
+                             if parameter.default is not inspect.Parameter.empty})
+    return defaults
+
+
+def test_fedrdskd_constructor_defaults_are_the_fedrdskd_preset():
+    """A user's own Flower app gets the preset's method from ``FedRDSKD(...)``; only the
+    client-validated step size stays off (it needs ClientApps that answer it)."""
+    options = hydra_dict("strategy=fedrdskd")["strategy"]
+    defaults = constructor_defaults(strategy_class("fedrdskd", base="fedavg"))
+    differing = {key: (value, defaults[key]) for key, value in options.items()
+                 if key not in ("name", "base") and list(np.atleast_1d(value)) !=
+                 list(np.atleast_1d(defaults[key]))}
+    assert differing == {"validation_betas": ([0.5, 1.0], ())}
+
+
+def test_readme_documents_every_fedrdskd_option_with_the_preset_value():
+    documented = readme_defaults(after="`strategy=fedrdskd` keys")
+    options = hydra_dict("strategy=fedrdskd")["strategy"]
+    assert {f"strategy.{key}" for key in options if key != "name"} == set(documented)
+    for key, value in documented.items():
+        value = float(value) if isinstance(value, str) and value[:1].isdigit() else value
+        assert value == options[key.removeprefix("strategy.")], key

@@ -400,17 +400,18 @@ def student_optimizer_steps(strategy) -> set[float]:
 
 
 def test_persistent_student_optimizer_carries_adam_state_across_rounds():
-    settings = dict(generator_steps=1, student_steps=3)
+    settings = dict(generator_steps=1, student_steps=3, iterations=1, student_optimizer="adam")
     carried = fedrdskd(**settings, persist_student_optimizer=True)
     arrays, _ = run_round(carried, make_replies(client_states()))
     assert student_optimizer_steps(carried) == {3.0}  # continues after round 1's 3 steps
     fresh = fedrdskd(**settings)
     run_round(fresh, make_replies(client_states()))
-    assert student_optimizer_steps(fresh) == set()  # default: a new Adam every round
+    assert student_optimizer_steps(fresh) == set()  # default: a new optimiser every round
 
 
 def test_persistent_student_optimizer_state_round_trips_through_checkpoints():
-    settings = dict(generator_steps=2, student_steps=2, persist_student_optimizer=True)
+    settings = dict(generator_steps=2, student_steps=2, iterations=1, student_optimizer="adam",
+                    persist_student_optimizer=True)
     original = fedrdskd(**settings)
     arrays, _ = run_round(original, make_replies(client_states()))
     state = original.distillation_state()
@@ -466,7 +467,7 @@ def count_steps(strategy, monkeypatch) -> dict[str, int]:
     (3, 2, 1),  # 1.5 -> 2, 1
 ])
 def test_decayed_rounds_run_that_many_steps(monkeypatch, server_round, generator, student):
-    strategy = fedrdskd(generator_steps=6, student_steps=4, strength_decay=0.5)
+    strategy = fedrdskd(generator_steps=6, student_steps=4, iterations=1, strength_decay=0.5)
     calls = count_steps(strategy, monkeypatch)
     _, metrics = run_round(strategy, make_replies(client_states()), server_round)
     assert calls == {"generator": generator, "student": student}

@@ -39,6 +39,11 @@ CLASS_PRIORS = ("uniform", "label-counts")
 class RDSKDMixin(DistillationMixin):
     """RDSKD distillation for any Flower Message-API strategy (put it first in the bases).
 
+    The defaults are the ``fedrdskd`` preset's (``conf/strategy/fedrdskd.yaml``) except
+    ``validation_betas``, which stays off: the client-validated step size needs
+    ClientApps that answer its evaluate messages, as the package's ClientApp does (the
+    preset turns it on). RDSKD as published is the ``fedrdskd_paper`` preset.
+
     Parameters
     ----------
     model_fn : Callable[[], torch.nn.Module]
@@ -46,11 +51,11 @@ class RDSKDMixin(DistillationMixin):
         ``(C, H, W)``) it is checked at construction.
     num_classes, input_shape
         See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
-    generator_steps : int (default: 50)
+    generator_steps : int (default: 1)
         Generator updates in round 1 (per iteration), before decay.
-    student_steps : int (default: 50)
+    student_steps : int (default: 5)
         Student (global model) updates in round 1 (per iteration), before decay.
-    iterations : int (default: 1)
+    iterations : int (default: 10)
         Outer iterations per round; ``> 1`` interleaves generator and student steps.
     batch_size : int (default: 64)
         Synthetic batch size for both phases.
@@ -61,9 +66,9 @@ class RDSKDMixin(DistillationMixin):
         most of the server's cost at LeNet scale.
     generator_lr : float (default: 1e-3)
         Adam learning rate of the generator.
-    student_lr : float (default: 1e-3)
+    student_lr : float (default: 0.01)
         Learning rate of the student optimiser.
-    student_optimizer : str (default: "adam")
+    student_optimizer : str (default: "sgd")
         ``"adam"`` (as in RDSKD's released code) or ``"sgd"``.
     temperature : float (default: 10.0)
         KD temperature ``tau`` of the student loss.
@@ -82,7 +87,7 @@ class RDSKDMixin(DistillationMixin):
         Momentum of the student's SGD (``"sgd"`` only).
     student_weight_decay : float (default: 0.0)
         Weight decay of the student optimiser (FedFTG's fine-tune: 1e-3).
-    weight_hard_sample : float (default: 0.0)
+    weight_hard_sample : float (default: 1.0)
         Weight of the student-aware hard-sample generator term
         (:func:`fedrdskd.kd.losses.hard_sample_loss`: the generator seeks samples where
         the aggregate still disagrees with the ensemble, as FedFTG, DFAD and DFRD do);
@@ -90,11 +95,11 @@ class RDSKDMixin(DistillationMixin):
     penalise_hard_sample : bool (default: True)
         Put the hard-sample term under RDSKD's exponential increment penalty (no
         hand-tuned balance against the other terms) instead of adding it linearly.
-    student_batch_reuse : int (default: 1)
+    student_batch_reuse : int (default: 5)
         Student steps taken on each synthetic batch (its teacher outputs computed once);
         with ``iterations > 1`` each iteration's student phase starts on a fresh batch.
         The teacher ensemble's forward pass is most of a student step's cost.
-    class_prior : str (default: "uniform")
+    class_prior : str (default: "label-counts")
         Target of the class-diversity term: ``"uniform"`` (RDSKD) or ``"label-counts"``
         (the pooled label counts of the round's clients, so classes almost absent from
         the round are not asked for; falls back to uniform with a warning when a client
@@ -112,12 +117,12 @@ class RDSKDMixin(DistillationMixin):
     synthetic_augmentation : str (default: "none")
         ``"none"``, ``"shift"`` or ``"shift-flip"`` (random 4-pixel shifts, and
         left-right flips for natural images) on student batches.
-    student_uses_generator_batch : bool (default: False)
+    student_uses_generator_batch : bool (default: True)
         The student learns on the batch each generator step made (with the teacher's
         outputs from that step) instead of a fresh batch: one generator and one teacher
         pass less per iteration (most of the student phase's cost with CNN teachers).
         Needs ``replay_pool_size=0`` and ``synthetic_augmentation="none"``.
-    strength_decay : float (default: 0.5)
+    strength_decay : float (default: 1.0)
         Per-round factor on both step counts: round ``r`` takes
         ``round(steps * strength_decay ** (r - 1))`` generator and student steps
         (1.0 = constant). Distillation helps while the client ensemble is far ahead of
@@ -137,30 +142,30 @@ class RDSKDMixin(DistillationMixin):
         model_fn: Callable[[], torch.nn.Module],
         num_classes: int,
         input_shape: tuple[int, int, int],
-        generator_steps: int = 50,
-        student_steps: int = 50,
-        iterations: int = 1,
+        generator_steps: int = 1,
+        student_steps: int = 5,
+        iterations: int = 10,
         batch_size: int = 64,
         latent_dim: int = 100,
         generator_channels: int = 64,
         generator_lr: float = 1e-3,
-        student_lr: float = 1e-3,
-        student_optimizer: str = "adam",
+        student_lr: float = 0.01,
+        student_optimizer: str = "sgd",
         temperature: float = 10.0,
         reference_interval: int = 20,
-        strength_decay: float = 0.5,
+        strength_decay: float = 1.0,
         persist_student_optimizer: bool = False,
         student_momentum: float = 0.0,
         student_weight_decay: float = 0.0,
-        weight_hard_sample: float = 0.0,
+        weight_hard_sample: float = 1.0,
         penalise_hard_sample: bool = True,
-        class_prior: str = "uniform",
-        student_batch_reuse: int = 1,
+        class_prior: str = "label-counts",
+        student_batch_reuse: int = 5,
         weight_authenticity: float = 1.0,
         replay_pool_size: int = 0,
         replay_fraction: float = 0.5,
         synthetic_augmentation: str = "none",
-        student_uses_generator_batch: bool = False,
+        student_uses_generator_batch: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
