@@ -12,11 +12,11 @@ cd "$(dirname "$0")"
 part="${1:-all}"
 
 sets() {
-  # CIFAR-10, Dirichlet 0.3, 5 local epochs, 15 rounds (100 clients, 10 per round)
-  ./cifar10_compare.sh 15 fedrdskd,fedavg 0,1,2
-  ./cifar10_compare.sh 15 fedftg_cpu 0,1,2
+  # CIFAR-10, Dirichlet 0.3, 5 local epochs, 15 rounds (100 clients, 10 per round), and
   # MNIST LeNet-5, 20 clients, 10 per round
+  ./cifar10_compare.sh 15 fedrdskd,fedavg 0,1,2
   ./mnist_compare.sh 0.1 1 30 fedavg,fedrdskd 0,1,2,3,4
+  ./cifar10_compare.sh 15 fedftg_cpu 0,1,2
   ./mnist_compare.sh 0.05 5 20 fedavg,fedrdskd 0,1,2,3,4
   ./mnist_compare.sh 0.5 1 30 fedavg,fedrdskd 0,1,2,3,4
   # the other methods on three of the same seeds
