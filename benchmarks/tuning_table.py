@@ -37,10 +37,12 @@ def setting_of(config: dict) -> str:
 
 
 def load(path: Path) -> dict:
+    """The run folder's ``results.json``."""
     return json.loads((path / "results.json").read_text())
 
 
 def baseline_for(run: dict, root: Path, recorded: Path) -> dict | None:
+    """FedAvg's run of the same setting and seed (see the module's docstring), or None."""
     seed, setting = run["config"]["seed"], setting_of(run["config"])
     for candidate in root.glob(f"*fedavg-s{seed}"):
         other = load(candidate)
@@ -61,6 +63,7 @@ def lead_shares(rounds: list[dict]) -> tuple[list[float], list[float]]:
 
 
 def summarise(variant: str, runs: list[tuple[dict, dict]], rounds: int) -> str:
+    """One table row for the variant's ``(run, FedAvg run)`` pairs."""
     differences, captured, without, distill, clients = [], [], [], [], []
     for run, base in runs:
         n = min(rounds, len(run["rounds"]), len(base["rounds"]))
@@ -83,6 +86,7 @@ def summarise(variant: str, runs: list[tuple[dict, dict]], rounds: int) -> str:
 
 
 def main() -> None:
+    """Print the table for the run folders under ROOT."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--recorded", type=Path, default=Path("results"))
