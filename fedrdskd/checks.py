@@ -2,8 +2,7 @@
 
 Used for the experiment config (:mod:`fedrdskd.experiment`) and for the strategies'
 keyword arguments, so every invalid value is refused at construction with the same
-message, e.g. ``Invalid config value strategy.generator_lr=0.0: allowed range is
-(0.0, 100.0].``
+message, e.g. ``Invalid config value generator_lr=0.0: allowed range is (0.0, inf].``
 """
 
 from __future__ import annotations

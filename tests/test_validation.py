@@ -171,6 +171,19 @@ def test_without_answers_the_fixed_step_is_used(caplog):
     assert CANDIDATES_MESSAGE_TYPE in caplog.text
 
 
+def test_when_every_node_trained_others_sends_nothing_and_says_why_once(caplog):
+    validated = strategy(validation_betas=(0.5,), student_interpolation=1.0)
+    grid = AnsweringGrid([1, 2], {})
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = run_round(validated, grid)
+        run_round(validated, grid)
+    distilled, _ = run_round(strategy(), FakeGrid([1, 2]))
+    assert grid.asked == []  # send_and_receive never called
+    assert_same_arrays(arrays, distilled)
+    assert metrics["validation-replies"] == 0 and metrics["step-size"] == 1.0
+    assert caplog.text.count("every connected node trained this round") == 1
+
+
 def test_no_validation_by_default_sends_nothing():
     grid = AnsweringGrid([1, 2, 3], {})
     _, metrics = run_round(strategy(), grid)

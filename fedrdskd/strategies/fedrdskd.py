@@ -23,7 +23,7 @@ import torch
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
-from fedrdskd.checks import check_choice, check_number
+from fedrdskd.checks import check_choice, check_number, invalid
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
@@ -192,6 +192,14 @@ class RDSKDMixin(DistillationMixin):
         for name, positive in (("generator_lr", generator_lr), ("student_lr", student_lr),
                                ("temperature", temperature)):
             check_number(name, positive, 0.0, low_open=True)
+        if batch_size % 2:
+            raise invalid("batch_size", batch_size, "must be even (RDSKD's inter-sample "
+                          "diversity term pairs the batch's two halves)")
+        if student_uses_generator_batch and (replay_pool_size or synthetic_augmentation != "none"):
+            raise invalid("student_uses_generator_batch", student_uses_generator_batch,
+                          f"needs replay_pool_size=0 and synthetic_augmentation='none', got "
+                          f"{replay_pool_size} and {synthetic_augmentation!r} (set it to False "
+                          f"to use them)")
         if generator_steps == 0 and student_steps == 0:
             log(WARNING, "FedRDSKD initialized with `generator_steps=0` and "
                 "`student_steps=0`. This makes the strategy equivalent to its base strategy.")

@@ -150,6 +150,7 @@ class StepSizeSelector:
         self.betas = (0.0, *sorted(float(beta) for beta in betas)) if betas else ()
         self.clients, self.timeout, self.seed = clients, float(timeout), seed
         self.grid: Grid | None = None
+        self._warned_no_nodes = False
 
     @property
     def validates(self) -> bool:
@@ -167,6 +168,15 @@ class StepSizeSelector:
             return self.fixed_beta, {"validation-replies": 0}
         nodes = validation_nodes(list(self.grid.get_node_ids()), round_nodes, self.clients,
                                  self.seed, server_round)
+        if not nodes:
+            if not self._warned_no_nodes:
+                log(WARNING, "Round %d: every connected node trained this round, so "
+                    "validation_clients='%s' leaves none to validate; using "
+                    "student_interpolation=%g in such rounds (train fewer nodes per round, "
+                    "or set validation_clients='round').", server_round, self.clients,
+                    self.fixed_beta)
+                self._warned_no_nodes = True
+            return self.fixed_beta, {"validation-replies": 0}
         replies = self.grid.send_and_receive(
             candidate_messages(start, end, self.betas, nodes, server_round),
             timeout=self.timeout)
