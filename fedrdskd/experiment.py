@@ -200,13 +200,14 @@ def _parse_client(raw: Mapping[str, Any], dataset: str, num_cpus: float) -> Clie
     client = _section(raw, "client", ClientSettings)
     return ClientSettings(
         data=DataSettings(dataset=dataset, root=_optional_path(data["root"]),
-                          download=bool(data["download"]),
+                          download=check_flag("data.download", data["download"]),
                           cache_dir=_optional_path(data["cache_dir"])),
         partition=_parse_partition(raw, DATASETS[dataset].num_classes),
         model=check_choice("model.name", raw.get("model", {}).get("name"), MODEL_NAMES),
         seed=check_number("seed", raw.get("seed", defaults(ClientSettings)["seed"]), 0,
                           2**31 - 1, integer=True),
-        send_label_counts=bool(client["send_label_counts"]),
+        send_label_counts=check_flag("client.send_label_counts",
+                                     client["send_label_counts"]),
         num_threads=max(1, int(math.ceil(num_cpus))),
     )
 
@@ -217,12 +218,13 @@ def _parse_server(raw: Mapping[str, Any]) -> ServerSettings:
         device=str(server["device"]),
         num_threads=check_number("server.num_threads", server["num_threads"], 1, 1024,
                                  integer=True),
-        evaluate_ensemble=bool(server["evaluate_ensemble"]),
+        evaluate_ensemble=check_flag("server.evaluate_ensemble", server["evaluate_ensemble"]),
         eval_batch_size=check_number("server.eval_batch_size", server["eval_batch_size"], 1,
                                      2**20, integer=True),
         ensemble_eval_samples=_optional_count("server.ensemble_eval_samples",
                                               server["ensemble_eval_samples"]),
-        save_client_models=bool(server["save_client_models"]),
+        save_client_models=check_flag("server.save_client_models",
+                                      server["save_client_models"]),
     )
 
 

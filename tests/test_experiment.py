@@ -180,6 +180,9 @@ def with_value(raw: dict, dotted_key: str, value) -> dict:
     ("seed", -1, r"seed=-1"),
     ("server.ensemble_eval_samples", 0, r"server\.ensemble_eval_samples=0.*\[1, "),
     ("server.ensemble_eval_samples", 2.5, r"server\.ensemble_eval_samples=2\.5.*integer"),
+    ("client.send_label_counts", "false", r"client\.send_label_counts='false'.*true or false"),
+    ("server.save_client_models", 1, r"server\.save_client_models=1.*true or false"),
+    ("data.download", "no", r"data\.download='no'.*true or false"),
 ])
 def test_bad_values_name_the_key_and_allowed_values(default_raw, key, value, message):
     with pytest.raises(ValueError, match=message):

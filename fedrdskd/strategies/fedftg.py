@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
-from fedrdskd.checks import check_choice, check_number, invalid
+from fedrdskd.checks import check_choice, check_flag, check_number, invalid
 from fedrdskd.kd.conditional_generator import ConditionalGenerator
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
@@ -181,7 +181,8 @@ class FedFTGMixin(DistillationMixin):
         self.lambdas = {"lambda_md": float(lambda_md), "lambda_cls": float(lambda_cls),
                         "lambda_dis": float(lambda_dis)}
         self.student_loss_reduction = student_loss_reduction
-        self.persist_optimizer_state = bool(persist_optimizer_state)
+        self.persist_optimizer_state = check_flag("persist_optimizer_state",
+                                                  persist_optimizer_state)
 
     def summary(self) -> None:
         """Log the base strategy's settings, then FedFTG's."""

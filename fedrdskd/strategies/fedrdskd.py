@@ -23,7 +23,7 @@ import torch
 from flwr.common import log
 from flwr.serverapp.strategy import FedAvg
 
-from fedrdskd.checks import check_choice, check_number, invalid
+from fedrdskd.checks import check_choice, check_flag, check_number, invalid
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
@@ -192,6 +192,10 @@ class RDSKDMixin(DistillationMixin):
         for name, positive in (("generator_lr", generator_lr), ("student_lr", student_lr),
                                ("temperature", temperature)):
             check_number(name, positive, 0.0, low_open=True)
+        for name, flag in (("persist_student_optimizer", persist_student_optimizer),
+                           ("penalise_hard_sample", penalise_hard_sample),
+                           ("student_uses_generator_batch", student_uses_generator_batch)):
+            check_flag(name, flag)
         if batch_size % 2:
             raise invalid("batch_size", batch_size, "must be even (RDSKD's inter-sample "
                           "diversity term pairs the batch's two halves)")
@@ -215,18 +219,18 @@ class RDSKDMixin(DistillationMixin):
         self.temperature = temperature
         self.reference_interval = reference_interval
         self.strength_decay = strength_decay
-        self.persist_student_optimizer = bool(persist_student_optimizer)
+        self.persist_student_optimizer = persist_student_optimizer
         self.student_momentum = float(student_momentum)
         self.student_weight_decay = float(student_weight_decay)
         self.weight_hard_sample = float(weight_hard_sample)
-        self.penalise_hard_sample = bool(penalise_hard_sample)
+        self.penalise_hard_sample = penalise_hard_sample
         self.class_prior = class_prior
         self.student_batch_reuse = int(student_batch_reuse)
         self.weight_authenticity = float(weight_authenticity)
         self.replay_pool_size = int(replay_pool_size)
         self.replay_fraction = float(replay_fraction)
         self.synthetic_augmentation = synthetic_augmentation
-        self.student_uses_generator_batch = bool(student_uses_generator_batch)
+        self.student_uses_generator_batch = student_uses_generator_batch
         self._last_student_optimizer: torch.optim.Optimizer | None = None
 
     def summary(self) -> None:
