@@ -11,9 +11,10 @@ import logging
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord
-from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, error_reply, tiny_model,
-                          train_reply)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from mock_replies import (FakeGrid, TinyNet, assert_same_arrays, error_reply, reply_metadata,
+                          tiny_model, train_reply)
 
 from fedrdskd.strategies import FedFTG, FedRDSKD
 from fedrdskd.strategies.registry import build_strategy
@@ -39,8 +40,8 @@ FEW_NODES = dict(min_train_nodes=1, min_available_nodes=1)  # a FakeGrid of 1 no
 STRATEGIES = {
     "fedavg": lambda **kw: build_strategy("fedavg", kw, **MODEL, device="cpu", seed=0,
                                           **FEW_NODES),
-    "fedrdskd": lambda **kw: FedRDSKD(**MODEL, **SMALL, **FEW_NODES, generator_steps=1,
-                                      student_steps=1, **kw),
+    "fedrdskd": lambda **kw: FedRDSKD(**MODEL, **SMALL, **FEW_NODES, iterations=1,
+                                      generator_steps=1, student_steps=1, **kw),
     "fedftg": lambda **kw: FedFTG(**MODEL, **SMALL, **FEW_NODES, iterations=1,
                                   generator_steps=1, student_steps=1, **kw),
 }
@@ -201,3 +202,41 @@ def test_two_replies_never_trip_the_screen():
     replies = honest_replies(1) + [honest_reply(2, num_examples=10**12)]
     _, metrics = run_round(STRATEGIES["fedavg"](), replies)
     assert metrics["num-excluded"] == 0  # the median lies between the two
+
+
+# ---- evaluation replies -----------------------------------------------------------------
+def evaluate_reply(node_id: int, loss: float = 0.5, num_examples: float = 10,
+                   extra: dict | None = None, records: int = 1) -> Message:
+    metrics = {"eval-loss": loss, "eval-acc": 0.8, "num-examples": num_examples,
+               **(extra or {})}
+    content = RecordDict({f"metrics{index or ''}": MetricRecord(metrics)
+                          for index in range(records)})
+    return Message(content=content, metadata=reply_metadata(node_id, 1))
+
+
+BAD_EVALUATE_REPLIES = {
+    "error": lambda: error_reply(9),
+    "extra key": lambda: evaluate_reply(9, extra={"grad-norm": 1.0}),
+    "nan loss": lambda: evaluate_reply(9, loss=float("nan")),
+    "fractional examples": lambda: evaluate_reply(9, num_examples=2.5),
+    "two records": lambda: evaluate_reply(9, records=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("kind", sorted(BAD_EVALUATE_REPLIES))
+def test_one_bad_evaluation_reply_is_left_out(name, kind, caplog):
+    honest = [evaluate_reply(node, loss=0.1 * node, num_examples=10 * node)
+              for node in (1, 2, 3)]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        metrics = STRATEGIES[name]().aggregate_evaluate(
+            1, [honest[0], BAD_EVALUATE_REPLIES[kind](), *honest[1:]])
+    assert metrics == FedAvg().aggregate_evaluate(1, honest)
+    assert metrics["eval-loss"] == pytest.approx((0.1 * 10 + 0.2 * 20 + 0.3 * 30) / 60)
+    assert "node 9" in caplog.text
+
+
+def test_no_usable_evaluation_reply_gives_no_metrics(caplog):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        metrics = STRATEGIES["fedrdskd"]().aggregate_evaluate(1, [error_reply(9)])
+    assert metrics is None and "no valid evaluation replies" in caplog.text

@@ -57,7 +57,7 @@ from fedrdskd.strategies.outliers import (
     OutlierScreen,
 )
 from fedrdskd.strategies.replies import ClientModel, ModelLayout
-from fedrdskd.strategies.screening import Screening, screen_replies
+from fedrdskd.strategies.screening import Screening, screen_evaluate_replies, screen_replies
 
 if TYPE_CHECKING:  # what the mixin goes in front of (FedAvg and its subclasses)
     from flwr.serverapp.strategy import FedAvg as _StrategyBase
@@ -260,6 +260,23 @@ class ClientEnsembleMixin(_StrategyBase):
         merged.update({"num-replies": len(members), "num-excluded": excluded,
                        "server-seconds": server_seconds, **counts})
         return refined, MetricRecord(merged)
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        """Aggregate the usable evaluation replies with the base strategy.
+
+        Replies it could not aggregate are left out with a warning
+        (:func:`~fedrdskd.strategies.screening.screen_evaluate_replies`); ``None`` if
+        none is left.
+        """
+        replies = list(replies)
+        passed = screen_evaluate_replies(server_round, replies, self.weighted_by_key)
+        if not passed:
+            if replies:
+                log(WARNING, "Round %d: no valid evaluation replies (%d left out).",
+                    server_round, len(replies))
+            return None
+        return super().aggregate_evaluate(server_round, passed)
 
     def screen(self, server_round: int, replies: Sequence[Message]) -> Screening:
         """The round's usable replies and their models (:mod:`fedrdskd.strategies.screening`)."""

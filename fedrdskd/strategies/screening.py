@@ -14,6 +14,10 @@ Every reply it leaves out is counted and logged at WARNING with the node and the
 3. it is an outlier (:class:`~fedrdskd.strategies.outliers.OutlierScreen`): it claims far
    more training examples than the round's median, its update is far larger than the
    round's median update, or its parameters far smaller than the round's (all zero).
+
+:func:`screen_evaluate_replies` does the same for evaluation replies (1 and 2 without
+the model: one MetricRecord with a positive weight and finite values, laid out as the
+round's majority).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fedrdskd.strategies.replies import (
     read_train_seconds,
     reply_problem,
     single_record,
+    weight_problem,
 )
 
 
@@ -153,6 +158,51 @@ def screen_replies(server_round: int, replies: Sequence[Message], layout: ModelL
         screening.members.append(model)
     screening.excluded = len(replies) - len(screening.passed)
     return screening
+
+
+def evaluate_reply_problem(message: Message, weighted_by_key: str) -> str | None:
+    """Say what is wrong with an evaluation reply, or return ``None`` if it is usable."""
+    if message.has_error():
+        return f"it carries an error (code {message.error.code}: {message.error.reason})"
+    metrics = single_record(message.content.metric_records)
+    if not isinstance(metrics, MetricRecord):
+        return f"expected exactly one MetricRecord, got {len(message.content.metric_records)}"
+    for key, value in metrics.items():
+        if not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            return f"metric '{key}' is not finite ({value!r})"
+    return weight_problem(metrics.get(weighted_by_key), weighted_by_key)
+
+
+def metric_layout(message: Message) -> tuple:
+    """The MetricRecord's name and keys (with list lengths): equal across replies."""
+    name, metrics = next(iter(message.content.metric_records.items()))
+    return name, tuple(sorted((key, len(value) if isinstance(value, list) else -1)
+                              for key, value in metrics.items()))
+
+
+def screen_evaluate_replies(server_round: int, replies: Sequence[Message],
+                            weighted_by_key: str) -> list[Message]:
+    """The evaluation replies Flower's base strategy can aggregate.
+
+    Each one left out is logged at WARNING with the node and the reason.
+    """
+    usable = []
+    for message in replies:
+        problem = evaluate_reply_problem(message, weighted_by_key)
+        if problem is None:
+            usable.append(message)
+        else:
+            _exclude(server_round, message, problem)
+    layouts = [metric_layout(message) for message in usable]
+    majority = Counter(layouts).most_common(1)[0][0] if layouts else None
+    passed = []
+    for message, layout in zip(usable, layouts):
+        if layout == majority:
+            passed.append(message)
+        else:
+            _exclude(server_round, message, f"its MetricRecord {layout} differs from the "
+                     f"round's majority {majority}")
+    return passed
 
 
 def _client_model(message: Message, weighted_by_key: str,
