@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 
 from flwr.app import Context, Message, MessageType, RecordDict
@@ -89,6 +89,7 @@ class InProcessGrid(Grid):
         self.executor = executor
         self.partitions = {FIRST_CLIENT_NODE_ID + partition: partition
                            for partition in range(num_nodes)}
+        self._pending: dict[str, Future] = {}
 
     def set_run(self, run) -> None:  # noqa: D102 - no run bookkeeping in one process
         self._run = run
@@ -111,23 +112,28 @@ class InProcessGrid(Grid):
         return []
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Not used: :meth:`send_and_receive` answers synchronously."""
-        raise NotImplementedError("InProcessGrid answers through send_and_receive only.")
+        """Hand each message to the pool; return their message ids."""
+        message_ids = []
+        for message in messages:
+            message_id = uuid.uuid4().hex
+            message.metadata.__dict__["_message_id"] = message_id
+            partition = self.partitions[message.metadata.dst_node_id]
+            self._pending[message_id] = self.executor.submit(
+                handle_message, message, self.settings, partition, self.num_nodes)
+            message_ids.append(message_id)
+        return message_ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Not used: :meth:`send_and_receive` answers synchronously."""
-        raise NotImplementedError("InProcessGrid answers through send_and_receive only.")
+        """The replies to those of ``message_ids`` that are answered (each returned once)."""
+        ready = [message_id for message_id in message_ids
+                 if message_id in self._pending and self._pending[message_id].done()]
+        return [self._pending.pop(message_id).result() for message_id in ready]
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> list[Message]:
         """Answer every message through the pool; replies in message order."""
-        futures = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            partition = self.partitions[message.metadata.dst_node_id]
-            futures.append(self.executor.submit(handle_message, message, self.settings,
-                                                partition, self.num_nodes))
-        return [future.result() for future in futures]
+        message_ids = list(self.push_messages(messages))
+        return [self._pending.pop(message_id).result() for message_id in message_ids]
 
 
 def run_in_process(experiment: ExperimentConfig, output_dir: Path, *,

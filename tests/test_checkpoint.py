@@ -14,12 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, MessageType, RecordDict
+from flwr.app import MessageType
 
-from fedrdskd.checkpoint import (CHECKPOINT_NAME, Checkpoint, capture_rng_states,
-                                 load_checkpoint, restore_rng_states, save_checkpoint)
-from fedrdskd.clients.client_app import handle_evaluate, handle_query, handle_train
+from fedrdskd.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    capture_rng_states,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
 from fedrdskd.experiment import ExperimentConfig, experiment_from_dict
+from fedrdskd.inprocess import handle_message
 from fedrdskd.sampling import SamplingError
 from fedrdskd.server_app import run_server
 
@@ -59,17 +65,9 @@ class InProcessGrid:
             node_id = message.metadata.dst_node_id
             partition_id = self.node_ids.index(node_id)
             self.sent.append((message.metadata.message_type, partition_id))
-            if partition_id in self.silent:
-                continue
-            context = Context(run_id=1, node_id=node_id, state=RecordDict(), run_config={},
-                              node_config={"partition-id": partition_id,
-                                           "num-partitions": len(self.node_ids)})
-            message_type = message.metadata.message_type
-            if message_type == MessageType.QUERY:
-                replies.append(handle_query(message, context))
-                continue
-            handler = handle_train if message_type == MessageType.TRAIN else handle_evaluate
-            replies.append(handler(message, context, self.settings))
+            if partition_id not in self.silent:
+                replies.append(handle_message(message, self.settings, partition_id,
+                                              len(self.node_ids)))
         return replies
 
 

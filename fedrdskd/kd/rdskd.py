@@ -19,6 +19,23 @@ from fedrdskd.kd.losses import RDSKDGeneratorLoss, kd_loss
 from fedrdskd.kd.synthetic_pool import SyntheticPool, augmenter
 
 
+def batch_options_problem(batch_size: int, student_uses_generator_batch: bool,
+                          replay_pool_size: int, augmentation: str) -> tuple[str, Any, str] | None:
+    """``(key, value, what is allowed)`` for batch options that cannot work together, or None.
+
+    Shared by :class:`RDSKDSynthesizer` and the strategies that build it, so that a
+    strategy refuses them at construction with the same rule.
+    """
+    if batch_size < 2 or batch_size % 2:
+        return ("batch_size", batch_size, "must be even and >= 2 (RDSKD's inter-sample "
+                "diversity term pairs the batch's two halves)")
+    if student_uses_generator_batch and (replay_pool_size or augmentation != "none"):
+        return ("student_uses_generator_batch", student_uses_generator_batch,
+                f"needs replay_pool_size=0 and no augmentation, got {replay_pool_size} and "
+                f"{augmentation!r} (set it to False to use them)")
+    return None
+
+
 class RDSKDSynthesizer:
     """Train an unconditional generator with the RDSKD loss; sample it for the student.
 
@@ -123,9 +140,11 @@ class RDSKDSynthesizer:
         augmentation: str = "none",
         student_uses_generator_batch: bool = False,
     ) -> None:
-        if batch_size < 2 or batch_size % 2:
-            raise ValueError(f"batch_size must be an even number >= 2 (the inter-sample "
-                             f"diversity term pairs two halves), got {batch_size!r}.")
+        problem = batch_options_problem(batch_size, student_uses_generator_batch,
+                                        replay_pool_size, augmentation)
+        if problem is not None:
+            key, value, allowed = problem
+            raise ValueError(f"{key}={value!r}: {allowed}.")
         if latent_dim < 1 or lr <= 0 or temperature <= 0:
             raise ValueError(f"latent_dim must be >= 1, lr > 0 and temperature > 0, got "
                              f"latent_dim={latent_dim!r}, lr={lr!r}, temperature={temperature!r}.")
@@ -141,11 +160,6 @@ class RDSKDSynthesizer:
         self._cached: SyntheticBatch | None = None
         self._cached_teacher: torch.Tensor | None = None
         self._uses_left = 0
-        if student_uses_generator_batch and (replay_pool_size or augmentation != "none"):
-            raise ValueError(
-                "student_uses_generator_batch=True needs replay_pool_size=0 and "
-                f"augmentation='none', got replay_pool_size={replay_pool_size!r} and "
-                f"augmentation={augmentation!r}.")
         self.student_uses_generator_batch = bool(student_uses_generator_batch)
         self.pool = SyntheticPool(replay_pool_size, replay_fraction)
         self.augmentation = augmentation

@@ -27,7 +27,7 @@ from fedrdskd.checks import check_choice, check_flag, check_number, invalid
 from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.kd.ensemble import TeacherEnsemble
 from fedrdskd.kd.generators import DAFLGenerator
-from fedrdskd.kd.rdskd import RDSKDSynthesizer
+from fedrdskd.kd.rdskd import RDSKDSynthesizer, batch_options_problem
 from fedrdskd.kd.synthetic_pool import AUGMENTATIONS
 from fedrdskd.strategies.distillation import DistillationMixin
 from fedrdskd.strategies.replies import ClientModel, stacked_label_counts
@@ -196,14 +196,10 @@ class RDSKDMixin(DistillationMixin):
                            ("penalise_hard_sample", penalise_hard_sample),
                            ("student_uses_generator_batch", student_uses_generator_batch)):
             check_flag(name, flag)
-        if batch_size % 2:
-            raise invalid("batch_size", batch_size, "must be even (RDSKD's inter-sample "
-                          "diversity term pairs the batch's two halves)")
-        if student_uses_generator_batch and (replay_pool_size or synthetic_augmentation != "none"):
-            raise invalid("student_uses_generator_batch", student_uses_generator_batch,
-                          f"needs replay_pool_size=0 and synthetic_augmentation='none', got "
-                          f"{replay_pool_size} and {synthetic_augmentation!r} (set it to False "
-                          f"to use them)")
+        problem = batch_options_problem(batch_size, student_uses_generator_batch,
+                                        replay_pool_size, synthetic_augmentation)
+        if problem is not None:
+            raise invalid(*problem)
         if generator_steps == 0 and student_steps == 0:
             log(WARNING, "FedRDSKD initialized with `generator_steps=0` and "
                 "`student_steps=0`. This makes the strategy equivalent to its base strategy.")

@@ -67,13 +67,16 @@ class Screening:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def metric_layout(message: Message) -> tuple:
+    """The MetricRecord's name and keys (with list lengths): equal across replies."""
+    name, metrics = next(iter(message.content.metric_records.items()))
+    return name, tuple(sorted((key, len(value) if isinstance(value, list) else -1)
+                              for key, value in metrics.items()))
+
+
 def record_layout(message: Message) -> tuple:
     """What Flower requires to be equal across a round's replies: record names, metric keys."""
-    array_name = next(iter(message.content.array_records))
-    metric_name, metrics = next(iter(message.content.metric_records.items()))
-    kinds = tuple(sorted((key, len(value) if isinstance(value, list) else -1)
-                         for key, value in metrics.items()))
-    return array_name, metric_name, kinds
+    return (next(iter(message.content.array_records)), *metric_layout(message))
 
 
 def describe_layout(layout: tuple) -> str:
@@ -171,13 +174,6 @@ def evaluate_reply_problem(message: Message, weighted_by_key: str) -> str | None
         if not np.all(np.isfinite(np.asarray(value, dtype=float))):
             return f"metric '{key}' is not finite ({value!r})"
     return weight_problem(metrics.get(weighted_by_key), weighted_by_key)
-
-
-def metric_layout(message: Message) -> tuple:
-    """The MetricRecord's name and keys (with list lengths): equal across replies."""
-    name, metrics = next(iter(message.content.metric_records.items()))
-    return name, tuple(sorted((key, len(value) if isinstance(value, list) else -1)
-                              for key, value in metrics.items()))
 
 
 def screen_evaluate_replies(server_round: int, replies: Sequence[Message],
