@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from fedrdskd.checks import check_choice, check_device
+from fedrdskd.checks import check_choice, check_device, check_number
 from fedrdskd.kd.base import Synthesizer
 from fedrdskd.kd.distill import DistillationSchedule, run_distillation
 from fedrdskd.kd.ensemble import (
@@ -146,6 +146,13 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         ``"round"`` (the round's own clients, biased towards distillation).
     validation_timeout : float (default: 600.0)
         Seconds to wait for the validation replies.
+    carry_over : float (default: 1.0)
+        ``γ`` in [0, 1]: the next round's clients train from
+        ``w_avg + γ (w_round − w_avg)``, where ``w_round`` is the model the round
+        returns (evaluated and served). 1: from the distilled model, as FedDF and FedFTG
+        do; 0: from the aggregate, so the federation follows its base strategy's
+        trajectory and distillation only refines the model it serves (see
+        ``docs/results.md``, "Where the clients start").
     **kwargs
         ``ensemble_evaluate_fn`` and the other arguments of
         :class:`~fedrdskd.strategies.client_ensemble.ClientEnsembleMixin`, and everything
@@ -169,6 +176,7 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         validation_betas: Sequence[float] = (),
         validation_clients: str = "others",
         validation_timeout: float = 600.0,
+        carry_over: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
@@ -185,11 +193,19 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self.seed = seed
         self._synthesizer: Synthesizer | None = None
         self.round_weighting = ensemble_weighting
+        self.carry_over = float(check_number("carry_over", carry_over, 0.0, 1.0))
+        self.train_start: dict[str, torch.Tensor] | None = None
+        """Where the next round's clients start, when it is not the returned model."""
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """The base strategy's messages; the grid is kept for candidate validation."""
+        """The base strategy's messages, from :attr:`train_start` if the last round set one.
+
+        The grid is kept for candidate validation.
+        """
         self.step_size.grid = grid
+        if self.train_start is not None:
+            arrays = ArrayRecord(self.train_start)
         return super().configure_train(server_round, arrays, config, grid)
 
     @property
@@ -198,6 +214,15 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         if self.ensemble_weighting == "class":
             return "class (num-examples in rounds where a client sends no label counts)"
         return self.ensemble_weighting
+
+    @property
+    def carry_over_summary(self) -> str:
+        """Where the clients start, as the summary states it."""
+        if self.carry_over == 1.0:
+            return "the returned (distilled) model"
+        if self.carry_over == 0.0:
+            return "the aggregate (distillation refines the served model only)"
+        return f"aggregate + {self.carry_over:g} x (returned model - aggregate)"
 
     # ---- hooks for the concrete methods ------------------------------------------
     @abstractmethod
@@ -251,7 +276,22 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
     def refine_global_model(
         self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
     ) -> tuple[ArrayRecord, dict[str, float]]:
-        """Distil the client ensemble into the aggregated model (see the class docstring)."""
+        """Distil the client ensemble into the aggregate; keep where clients start next.
+
+        See the class docstring and ``carry_over``.
+        """
+        refined, metrics = self.distil_and_step(server_round, arrays, members)
+        self.train_start = None
+        if refined is not arrays and self.carry_over != 1.0:
+            self.train_start = interpolate_states(arrays.to_torch_state_dict(),
+                                                  refined.to_torch_state_dict(),
+                                                  self.carry_over)
+        return refined, metrics
+
+    def distil_and_step(
+        self, server_round: int, arrays: ArrayRecord, members: Sequence[ClientModel]
+    ) -> tuple[ArrayRecord, dict[str, float]]:
+        """The round's model: the distilled one, moved by the step size, or the aggregate."""
         schedule = self.round_schedule(server_round)
         if schedule.generator_steps == 0 and schedule.student_steps == 0:
             return arrays, {}
@@ -307,9 +347,10 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
 
     # ---- checkpointing --------------------------------------------------------------
     def distillation_state(self) -> dict[str, Any]:
-        """The synthesizer's state (generator, optimiser, RNG), for checkpoints."""
-        return {"synthesizer": self.synthesizer.state_dict()}
+        """The synthesizer's state (generator, optimiser, RNG) and :attr:`train_start`."""
+        return {"synthesizer": self.synthesizer.state_dict(), "train-start": self.train_start}
 
     def load_distillation_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`distillation_state` returned."""
         self.synthesizer.load_state_dict(state["synthesizer"])
+        self.train_start = state.get("train-start")

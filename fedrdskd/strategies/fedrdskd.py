@@ -242,9 +242,10 @@ class RDSKDMixin(DistillationMixin):
             "strength decay %g", self.student_optimizer_name, self.student_lr,
             "persists" if self.persist_student_optimizer else "fresh each round",
             self.temperature, self.strength_decay)
-        log(INFO, "\t\t└── Ensemble: %s weighting | combines %s | batched %s | device %s",
+        log(INFO, "\t\t├── Ensemble: %s weighting | combines %s | batched %s | device %s",
             self.weighting_summary, self.ensemble_combine, self.batched_ensemble,
             self.device)
+        log(INFO, "\t\t└── Clients train from: %s", self.carry_over_summary)
 
     def build_synthesizer(self) -> RDSKDSynthesizer:
         """A DAFL-style generator trained with the RDSKD loss (persists across rounds)."""

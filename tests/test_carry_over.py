@@ -1,0 +1,94 @@
+"""Where the next round's clients start: ``carry_over`` (mock replies, no Ray)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp.strategy import FedAvg
+
+from fedrdskd.kd.interpolation import interpolate_states
+from fedrdskd.strategies import FedRDSKD
+from mock_replies import FakeGrid, TinyNet, assert_same_arrays, tiny_model, train_reply
+
+pytestmark = pytest.mark.usefixtures("server_task_identity")
+SMALL = dict(generator_steps=2, student_steps=3, batch_size=8, latent_dim=4,
+             generator_channels=4, student_optimizer="sgd", student_lr=0.05)
+GRID = FakeGrid([1, 2, 3])
+
+
+def strategy(**kwargs) -> FedRDSKD:
+    return FedRDSKD(model_fn=TinyNet, num_classes=3, input_shape=(1, 8, 8), **SMALL, **kwargs)
+
+
+def replies(seeds=(1, 2)):
+    return [train_reply(tiny_model(seed).state_dict(), node_id=seed, num_examples=10 * seed,
+                        label_counts=[5, 3, 2]) for seed in seeds]
+
+
+def round_then_next_start(chosen: FedRDSKD, seeds=(1, 2)):
+    """The round's returned model, and the model the next round sends to its clients."""
+    list(chosen.configure_train(1, ArrayRecord(tiny_model(0).state_dict()), ConfigRecord(),
+                                GRID))
+    returned, _ = chosen.aggregate_train(1, replies(seeds))
+    messages = list(chosen.configure_train(2, returned, ConfigRecord(), GRID))
+    return returned, messages[0].content["arrays"]
+
+
+def aggregate(seeds=(1, 2)) -> ArrayRecord:
+    arrays, _ = FedAvg().aggregate_train(1, replies(seeds))
+    return arrays
+
+
+def test_by_default_clients_train_from_the_distilled_model():
+    returned, sent = round_then_next_start(strategy())
+    assert_same_arrays(sent, returned)
+    assert not torch.equal(returned.to_torch_state_dict()["fc.weight"],
+                           aggregate().to_torch_state_dict()["fc.weight"])
+
+
+def test_carry_over_zero_serves_the_distilled_model_and_trains_from_the_aggregate():
+    returned, sent = round_then_next_start(strategy(carry_over=0.0))
+    assert_same_arrays(sent, aggregate())  # FedAvg's model, exactly
+    distilled, _ = round_then_next_start(strategy())
+    assert_same_arrays(returned, distilled)  # what the round serves is unchanged
+
+
+def test_carry_over_between_starts_part_of_the_way():
+    returned, sent = round_then_next_start(strategy(carry_over=0.25))
+    expected = interpolate_states(aggregate().to_torch_state_dict(),
+                                  returned.to_torch_state_dict(), 0.25)
+    for name, value in sent.to_torch_state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+
+
+def test_a_round_that_is_not_distilled_trains_from_what_it_returns(caplog):
+    chosen = strategy(carry_over=0.0)
+    round_then_next_start(chosen)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        returned, sent = round_then_next_start(chosen, seeds=(1,))  # one model: no distillation
+    assert "keeps the aggregate" in caplog.text
+    assert_same_arrays(sent, returned)
+
+
+def test_the_start_survives_a_checkpoint():
+    chosen = strategy(carry_over=0.0)
+    returned, sent = round_then_next_start(chosen)
+    resumed = strategy(carry_over=0.0)
+    resumed.load_distillation_state(chosen.distillation_state())
+    resent = list(resumed.configure_train(2, returned, ConfigRecord(), GRID))
+    assert_same_arrays(resent[0].content["arrays"], sent)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_carry_over_outside_zero_one_is_refused_naming_the_key(value):
+    with pytest.raises(ValueError, match="carry_over"):
+        strategy(carry_over=value)
+
+
+def test_summary_says_where_clients_train(caplog):
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        strategy(carry_over=0.0).summary()
+    assert "Clients train from: the aggregate" in caplog.text
