@@ -42,6 +42,12 @@ def _parse_round(text: str) -> int:
     return int(text)
 
 
+def _parse_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of rounds (0 = off)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``fedrdskd-report``."""
     parser = argparse.ArgumentParser(
@@ -70,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mean-to-round", type=_parse_round, default=None, metavar="N",
                         help="also report the mean accuracy over rounds 1..N per seed "
                              "(how fast accuracy comes, all along)")
+    parser.add_argument("--mean-last-rounds", type=_parse_count, default=5, metavar="N",
+                        help="also compare, paired, the mean accuracy over the last N rounds "
+                             "(where the runs end up; less noisy than the final round); "
+                             "0 = off (default: 5)")
     parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
                         help="config key whose values make separate tables")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, metavar="NAME",
@@ -92,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = write_report(tables, args.out, targets=args.targets or ["fedavg"],
                                at_rounds=args.at_rounds or [5, 10], y_min=args.y_min,
                                mean_to_round=args.mean_to_round, baseline=args.baseline,
-                               ignore_keys=ignore_keys)
+                               ignore_keys=ignore_keys,
+                               mean_last_rounds=args.mean_last_rounds)
     except (FileNotFoundError, ValueError) as error:
         log(ERROR, "fedrdskd-report: %s", error)
         return 2

@@ -50,10 +50,13 @@ def first_reaching(run: Run, target: float) -> tuple[int, Any] | None:
     return None
 
 
-def mean_accuracy_to_round(run: Run, last_round: int) -> float | None:
-    """Mean test accuracy over rounds 1..``last_round`` (``None`` unless all recorded)."""
+def mean_accuracy_to_round(run: Run, last_round: int, first_round: int = 1) -> float | None:
+    """Mean test accuracy over rounds ``first_round``..``last_round``.
+
+    ``None`` unless every one of those rounds is recorded.
+    """
     accuracies = [number(at_round(run, server_round))
-                  for server_round in range(1, last_round + 1)]
+                  for server_round in range(first_round, last_round + 1)]
     recorded = [accuracy for accuracy in accuracies if accuracy is not None]
     return float(np.mean(recorded)) if len(recorded) == len(accuracies) else None
 

@@ -142,11 +142,20 @@ def pair_runs(row: StrategyRow, baseline: StrategyRow, ignore_keys: Sequence[str
 
 def measures(mean_to_round: int, at_rounds: Sequence[int],
              targets: Sequence[dict[str, Any]],
-             compute_span: float | None = None) -> list[dict[str, Any]]:
-    """What is compared: ``{"measure", "label", "unit", "higher_is_better", ...}``."""
+             compute_span: float | None = None,
+             last_rounds: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """What is compared: ``{"measure", "label", "unit", "higher_is_better", ...}``.
+
+    ``last_rounds`` = ``(first, last)`` adds the mean accuracy over those rounds (where
+    a run ends up, less noisy than its final round alone).
+    """
     accuracy = {"unit": "accuracy", "higher_is_better": True}
     chosen = [{"measure": "mean_accuracy_to_round", "label": f"mean acc. r1-{mean_to_round}",
                "round": mean_to_round, **accuracy}]
+    if last_rounds is not None:
+        first, last = last_rounds
+        chosen.append({"measure": "mean_accuracy_to_round", "label": f"mean acc. r{first}-{last}",
+                       "first_round": first, "round": last, **accuracy})
     chosen += [{"measure": "accuracy_at_round", "label": f"acc. @{server_round}",
                 "round": server_round, **accuracy} for server_round in at_rounds]
     chosen += [{"measure": "final_test_accuracy", "label": "final acc.", **accuracy},
@@ -165,7 +174,7 @@ def measure_value(run: Run, measure: dict[str, Any]) -> float | None:
     """One run's value of ``measure`` (``None`` if unrecorded or, for rounds, not reached)."""
     kind = measure["measure"]
     if kind == "mean_accuracy_to_round":
-        return mean_accuracy_to_round(run, measure["round"])
+        return mean_accuracy_to_round(run, measure["round"], measure.get("first_round", 1))
     if kind == "accuracy_at_round":
         return number(at_round(run, measure["round"]))
     if kind == "final_test_accuracy":
@@ -264,7 +273,8 @@ def _refusals(table: Table) -> dict[str, str]:
 def summarise_paired(table: Table, title: str, *, baseline: str,
                      ignore_keys: Sequence[str], mean_to_round: int,
                      at_rounds: Sequence[int], targets: Sequence[dict[str, Any]],
-                     compute_span: float | None = None) -> dict[str, Any]:
+                     compute_span: float | None = None,
+                     last_rounds: tuple[int, int] | None = None) -> dict[str, Any]:
     """The paired section of one table, JSON-ready.
 
     Raises
@@ -287,7 +297,7 @@ def summarise_paired(table: Table, title: str, *, baseline: str,
     if found is None:
         log(WARNING, "Table [%s] has no '%s' row: no paired comparison.", title, baseline)
         return result
-    chosen = measures(mean_to_round, at_rounds, targets, compute_span)
+    chosen = measures(mean_to_round, at_rounds, targets, compute_span, last_rounds)
     for row in (row for row in table.rows if row is not found):
         pairs, left_out = pair_runs(row, found, ignore_keys, refused)
         result["strategies"].append({

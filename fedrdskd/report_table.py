@@ -143,13 +143,14 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
                     at_rounds: Sequence[int], mean_to_round: int | None = None,
                     baseline: str = DEFAULT_BASELINE,
                     ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS,
-                    heading: str = "") -> dict[str, Any]:
+                    heading: str = "", mean_last_rounds: int = 0) -> dict[str, Any]:
     """All numbers of one table, JSON-ready (plot paths are added by the writer).
 
     ``at_rounds`` beyond the last round any run of the table recorded are left out;
     ``mean_to_round`` is cut to that last round. The paired comparison with
     ``baseline`` (:mod:`fedrdskd.report_paired`) uses ``mean_to_round``, or all rounds
-    when it is ``None``.
+    when it is ``None``, and the mean over the table's last ``mean_last_rounds`` rounds
+    (when it is fewer than all of them).
     """
     last = max(run.rounds[-1]["round"] for row in table.rows for run in row.runs)
     at_rounds = [server_round for server_round in at_rounds if server_round <= last]
@@ -169,7 +170,8 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
     paired = summarise_paired(
         table, heading or str(table.identity), baseline=baseline, ignore_keys=ignore_keys,
         mean_to_round=mean_to_round or last, at_rounds=at_rounds, targets=resolved,
-        compute_span=cost["compute_span_seconds"])
+        compute_span=cost["compute_span_seconds"],
+        last_rounds=(last - mean_last_rounds + 1, last) if 0 < mean_last_rounds < last else None)
     return {"identity": table.identity, "settings": table.settings, "paired": paired,
             "targets": resolved, "at_rounds": list(at_rounds),
             "mean_to_round": mean_to_round, "ensemble_combination": combination,
@@ -179,7 +181,8 @@ def summarise_table(table: Table, *, targets: Sequence[float | str],
 def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[float | str],
                  at_rounds: Sequence[int], y_min: float | None = None,
                  mean_to_round: int | None = None, baseline: str = DEFAULT_BASELINE,
-                 ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS) -> list[Path]:
+                 ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS,
+                 mean_last_rounds: int = 0) -> list[Path]:
     """Write ``report.md``, ``report.json`` and the plots of each table into ``out_dir``.
 
     Per table: the paired comparison with ``baseline`` first (and its plot of the
@@ -207,6 +210,9 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
         label when several rows share the name.
     ignore_keys : Sequence[str] (default: DEFAULT_IGNORED_KEYS)
         Keys allowed to differ within a pair (as within a table).
+    mean_last_rounds : int (default: 0)
+        Also compare, paired, the mean accuracy over each table's last N rounds (where
+        the runs end up; less noisy than the final round); 0 = off.
 
     Returns
     -------
@@ -226,7 +232,8 @@ def write_report(tables: Sequence[Table], out_dir: Path, *, targets: Sequence[fl
         summary: dict[str, Any] = {"id": slug(label), "title": title(label)}
         summary.update(summarise_table(table, targets=targets, at_rounds=at_rounds,
                                        mean_to_round=mean_to_round, baseline=baseline,
-                                       ignore_keys=ignore_keys, heading=summary["title"]))
+                                       ignore_keys=ignore_keys, heading=summary["title"],
+                                       mean_last_rounds=mean_last_rounds))
         plots = plot_table(summary, out_dir / summary["id"], summary["title"],
                            y_min=y_min)
         paired_plot = plot_paired(summary["paired"], out_dir / f"{summary['id']}-paired.png",

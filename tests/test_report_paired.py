@@ -83,6 +83,30 @@ def test_three_seeds_by_hand(tmp_path, three_seeds):
     assert per_round["mean"][3] == pytest.approx(-0.05)
 
 
+def test_mean_over_the_last_rounds_is_paired_too(tmp_path, three_seeds):
+    out = tmp_path / "out"
+    assert main([str(three_seeds), "--out", str(out), "--mean-last-rounds", "2"]) == 0
+    (strategy,) = json.loads((out / "report.json").read_text())["tables"][0]["paired"][
+        "strategies"]
+    last = measure(strategy, "mean_accuracy_to_round", first_round=4)
+    # rounds 4-5: (-5 - 2) / 2, (-6 - 3) / 2, (-4 - 2.5) / 2 points
+    assert last["label"] == "mean acc. r4-5" and last["round"] == 5
+    assert last["differences"] == pytest.approx([-0.035, -0.045, -0.0325], abs=1e-9)
+    assert last["verdict"] == "worse"
+    assert "| fedrdskd | mean acc. r4-5 (points) | 3 | -3.75 |" in (out / "report.md").read_text()
+    # as many rounds as the runs have (the CLI's default 5 here) adds nothing new
+    assert main([str(three_seeds), "--out", str(tmp_path / "all")]) == 0
+    (strategy,) = json.loads((tmp_path / "all" / "report.json").read_text())["tables"][0][
+        "paired"]["strategies"]
+    assert [m["label"] for m in strategy["measures"]][:2] == ["mean acc. r1-5", "acc. @5"]
+
+
+def test_negative_last_rounds_is_refused(tmp_path, three_seeds, capsys):
+    with pytest.raises(SystemExit):
+        main([str(three_seeds), "--out", str(tmp_path / "out"), "--mean-last-rounds", "-1"])
+    assert "whole number of rounds" in capsys.readouterr().err
+
+
 def test_markdown_puts_the_paired_verdict_first_and_the_plot_is_written(tmp_path,
                                                                         three_seeds):
     report = report_of(tmp_path, three_seeds)
