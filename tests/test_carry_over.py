@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -92,3 +93,27 @@ def test_summary_says_where_clients_train(caplog):
     with caplog.at_level(logging.INFO, logger="flwr"):
         strategy(carry_over=0.0).summary()
     assert "Clients train from: the aggregate" in caplog.text
+
+
+# ---- the wiring: a real ServerApp with in-process clients -----------------------------------
+def test_with_carry_over_zero_the_federation_follows_fedavg(fake_mnist_root, tmp_path):
+    """Every round's aggregate is FedAvg's model of that round; the served model differs."""
+    from hydra_config import hydra_dict
+
+    from fedrdskd.experiment import experiment_from_dict
+    from fedrdskd.inprocess import run_in_process
+
+    def rounds(name: str, *overrides: str) -> list[dict]:
+        raw = hydra_dict("dataset=mnist", f"data.root={fake_mnist_root}",
+                         f"data.cache_dir={tmp_path / 'cache'}", "num_rounds=2",
+                         "num_clients=4", "fraction_train=0.5", "lr=0.05", *overrides)
+        raw["output_dir"] = str(tmp_path / name)
+        run_in_process(experiment_from_dict(raw), tmp_path / name)
+        return json.loads((tmp_path / name / "results.json").read_text())["rounds"]
+
+    fedavg = rounds("fedavg", "strategy=fedavg")
+    served = rounds("carry0", "strategy=fedrdskd", "strategy.carry_over=0.0",
+                    "strategy.iterations=2", "strategy.validation_betas=[]")
+    assert [row["aggregate_accuracy"] for row in served] == [
+        row["test_accuracy"] for row in fedavg]
+    assert [row["test_accuracy"] for row in served] != [row["test_accuracy"] for row in fedavg]
