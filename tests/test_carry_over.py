@@ -117,3 +117,20 @@ def test_with_carry_over_zero_the_federation_follows_fedavg(fake_mnist_root, tmp
     assert [row["aggregate_accuracy"] for row in served] == [
         row["test_accuracy"] for row in fedavg]
     assert [row["test_accuracy"] for row in served] != [row["test_accuracy"] for row in fedavg]
+
+
+def test_carry_over_decays_per_round():
+    chosen = strategy(carry_over=0.5, carry_over_decay=0.5)
+    assert [chosen.round_carry_over(r) for r in (1, 2, 3)] == [0.5, 0.25, 0.125]
+    list(chosen.configure_train(3, ArrayRecord(tiny_model(0).state_dict()), ConfigRecord(),
+                                GRID))
+    returned, _ = chosen.aggregate_train(3, [
+        train_reply(tiny_model(seed).state_dict(), node_id=seed, num_examples=10 * seed,
+                    label_counts=[5, 3, 2], server_round=3) for seed in (1, 2)])
+    sent = list(chosen.configure_train(4, returned, ConfigRecord(), GRID))[0].content["arrays"]
+    expected = interpolate_states(aggregate().to_torch_state_dict(),
+                                  returned.to_torch_state_dict(), 0.125)
+    for name, value in sent.to_torch_state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    with pytest.raises(ValueError, match="carry_over_decay"):
+        strategy(carry_over_decay=1.5)

@@ -153,6 +153,11 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         do; 0: from the aggregate, so the federation follows its base strategy's
         trajectory and distillation only refines the model it serves (see
         ``docs/results.md``, "Where the clients start").
+    carry_over_decay : float (default: 1.0)
+        Per-round factor on ``carry_over``: after round ``r`` the clients start from
+        ``γ_r = carry_over · carry_over_decay^(r−1)`` (1 = constant): what distillation
+        adds feeds the federation in the early rounds, when the ensemble is far ahead,
+        and only the served model later.
     **kwargs
         ``ensemble_evaluate_fn`` and the other arguments of
         :class:`~fedrdskd.strategies.client_ensemble.ClientEnsembleMixin`, and everything
@@ -177,6 +182,7 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         validation_clients: str = "others",
         validation_timeout: float = 600.0,
         carry_over: float = 1.0,
+        carry_over_decay: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
@@ -194,6 +200,8 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         self._synthesizer: Synthesizer | None = None
         self.round_weighting = ensemble_weighting
         self.carry_over = float(check_number("carry_over", carry_over, 0.0, 1.0))
+        self.carry_over_decay = float(check_number("carry_over_decay", carry_over_decay,
+                                                   0.0, 1.0))
         self.train_start: dict[str, torch.Tensor] | None = None
         """Where the next round's clients start, when it is not the returned model."""
 
@@ -218,11 +226,17 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
     @property
     def carry_over_summary(self) -> str:
         """Where the clients start, as the summary states it."""
-        if self.carry_over == 1.0:
+        decay = (f", x {self.carry_over_decay:g} per round" if self.carry_over_decay != 1.0
+                 else "")
+        if self.carry_over == 1.0 and not decay:
             return "the returned (distilled) model"
         if self.carry_over == 0.0:
             return "the aggregate (distillation refines the served model only)"
-        return f"aggregate + {self.carry_over:g} x (returned model - aggregate)"
+        return f"aggregate + {self.carry_over:g} x (returned model - aggregate){decay}"
+
+    def round_carry_over(self, server_round: int) -> float:
+        """``γ`` after ``server_round``: ``carry_over · carry_over_decay^(round − 1)``."""
+        return self.carry_over * self.carry_over_decay ** (server_round - 1)
 
     # ---- hooks for the concrete methods ------------------------------------------
     @abstractmethod
@@ -282,10 +296,10 @@ class DistillationMixin(ClientEnsembleMixin, ABC):
         """
         refined, metrics = self.distil_and_step(server_round, arrays, members)
         self.train_start = None
-        if refined is not arrays and self.carry_over != 1.0:
+        carry_over = self.round_carry_over(server_round)
+        if refined is not arrays and carry_over != 1.0:
             self.train_start = interpolate_states(arrays.to_torch_state_dict(),
-                                                  refined.to_torch_state_dict(),
-                                                  self.carry_over)
+                                                  refined.to_torch_state_dict(), carry_over)
         return refined, metrics
 
     def distil_and_step(
