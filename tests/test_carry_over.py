@@ -9,19 +9,17 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
+from hydra_config import hydra_dict
+from mock_replies import FakeGrid, assert_same_arrays, tiny_model, train_reply
+from test_validation import strategy  # the same small FedRDSKD
 
+from fedrdskd.experiment import experiment_from_dict
+from fedrdskd.inprocess import run_in_process
 from fedrdskd.kd.interpolation import interpolate_states
 from fedrdskd.strategies import FedRDSKD
-from mock_replies import FakeGrid, TinyNet, assert_same_arrays, tiny_model, train_reply
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")
-SMALL = dict(generator_steps=2, student_steps=3, batch_size=8, latent_dim=4,
-             generator_channels=4, student_optimizer="sgd", student_lr=0.05)
 GRID = FakeGrid([1, 2, 3])
-
-
-def strategy(**kwargs) -> FedRDSKD:
-    return FedRDSKD(model_fn=TinyNet, num_classes=3, input_shape=(1, 8, 8), **SMALL, **kwargs)
 
 
 def replies(seeds=(1, 2)):
@@ -98,11 +96,6 @@ def test_summary_says_where_clients_train(caplog):
 # ---- the wiring: a real ServerApp with in-process clients -----------------------------------
 def test_with_carry_over_zero_the_federation_follows_fedavg(fake_mnist_root, tmp_path):
     """Every round's aggregate is FedAvg's model of that round; the served model differs."""
-    from hydra_config import hydra_dict
-
-    from fedrdskd.experiment import experiment_from_dict
-    from fedrdskd.inprocess import run_in_process
-
     def rounds(name: str, *overrides: str) -> list[dict]:
         raw = hydra_dict("dataset=mnist", f"data.root={fake_mnist_root}",
                          f"data.cache_dir={tmp_path / 'cache'}", "num_rounds=2",
