@@ -32,6 +32,7 @@ sets() {
 ABLATIONS=(
   "no-hard-sample|strategy.weight_hard_sample=0"
   "no-label-prior|strategy.class_prior=uniform"
+  "constant-carry-over|strategy.carry_over_decay=1.0"
   "no-validation|strategy.validation_betas=[]"
   "adam-fine-tune|strategy.student_optimizer=adam strategy.student_lr=0.001"
   "fresh-student-batch|strategy.student_uses_generator_batch=false"

@@ -130,6 +130,12 @@ class RDSKDMixin(DistillationMixin):
         the aggregate has caught up; decaying it, as FedFTG and FedGen decay their
         server-side learning, keeps the early gain and stops the cost (0 steps = no
         server work) — see ``benchmarks/distillation_gain.py``.
+    carry_over_decay : float (default: 0.8)
+        As in :class:`~fedrdskd.strategies.distillation.DistillationMixin` (where it
+        defaults to 1): the next round's clients start ``0.8^(r-1)`` of the way from the
+        aggregate to the distilled model, so the early rounds, where the client ensemble
+        leads, pass the distilled knowledge on, and the late ones follow the base
+        strategy (docs/results.md, "Where the clients start").
     **kwargs
         ``ensemble_weighting``, ``device``, ``seed``, the other arguments of
         :class:`~fedrdskd.strategies.distillation.DistillationMixin` and every argument
@@ -166,10 +172,11 @@ class RDSKDMixin(DistillationMixin):
         replay_fraction: float = 0.5,
         synthetic_augmentation: str = "none",
         student_uses_generator_batch: bool = True,
+        carry_over_decay: float = 0.8,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_fn=model_fn, num_classes=num_classes, input_shape=input_shape,
-                         **kwargs)
+                         carry_over_decay=carry_over_decay, **kwargs)
         for name, value in (("generator_steps", generator_steps),
                             ("student_steps", student_steps)):
             check_number(name, value, 0, 10**6, integer=True)
