@@ -20,6 +20,17 @@ for set_dir in results/mnist/dirichlet-0.1-e1 results/mnist/dirichlet-0.1-e5 \
 done
 report results/cifar10/dirichlet-0.3-e5 --target-accuracy 0.45 --target-accuracy 0.50 \
   --mean-to-round 10 "${rounds[@]}"
+# The ablations: the preset with one mechanism changed, paired with the preset's runs of
+# the same seeds (the bare "fedrdskd" row, see fedrdskd/report.py).
+ablations() {
+  local set_dir="$1"
+  shift
+  [ -d "$set_dir-ablations" ] || return 0
+  "$PYTHON" -m fedrdskd.report "$set_dir-ablations" "$set_dir"/fedrdskd-seed* \
+    --out "$set_dir-ablations/report" --baseline fedrdskd --mean-to-round 10 "$@"
+}
+ablations results/mnist/dirichlet-0.1-e1 "${rounds[@]}"
+ablations results/cifar10/dirichlet-0.3-e5 "${rounds[@]}"
 # FedAvg runs from before client sampling followed the seed: no pairs (the report says
 # why), the other tables as before.
 report results/archive-unseeded-sampling/mnist/dirichlet-0.5-e1 \

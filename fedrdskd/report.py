@@ -16,7 +16,9 @@ keep a comparison fair):
    becoming a one-seed row; ``--split-by local_epochs`` asks for the split.
 3. A *row* is one value of ``strategy.*``; its runs differ only in the seed and are
    averaged (two with the same seed are refused). Rows sharing a strategy name (an
-   ablation) are labelled with their differing options.
+   ablation) are labelled with their differing options: where one value of an option is
+   the most common among them, only the rows that differ from it name that option (the
+   preset of an ablation keeps the bare name; ``--baseline fedrdskd`` finds it).
 4. A *pair* is a row's run and the ``--baseline`` row's run with the same seed; it is
    checked by the same :func:`shared_settings` as a table, and runs whose client
    sampling did not follow the seed are not paired (:mod:`fedrdskd.report_paired`).
@@ -266,12 +268,29 @@ def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[Strategy
     for row in rows.values():
         by_name.setdefault(row.name, []).append(row)
     for variants in (group for group in by_name.values() if len(group) > 1):
-        differing = _differences([variant.options for variant in variants])
-        for variant in variants:
-            described = ", ".join(f"{key}={variant.options.get(key)}" for key in differing)
-            variant.label = f"{variant.name} ({described})"
+        _label_variants(variants)
     order = {name: index for index, name in enumerate(STRATEGY_ORDER)}
     return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
+
+
+def _label_variants(variants: list[StrategyRow]) -> None:
+    """Label rows of one strategy by the options that set them apart.
+
+    For each option that differs between them, a value held by more rows than any other
+    is the common one and goes unnamed; every other value is named (with no common value,
+    as with two rows, every row names the option).
+    """
+    named: dict[int, list[str]] = {id(variant): [] for variant in variants}
+    for key in _differences([variant.options for variant in variants]):
+        values = [_canonical(variant.options.get(key)) for variant in variants]
+        counts = sorted((values.count(value) for value in set(values)), reverse=True)
+        common = max(set(values), key=values.count) if counts[0] > counts[1] else None
+        for variant, value in zip(variants, values):
+            if value != common:
+                named[id(variant)].append(f"{key}={variant.options.get(key)}")
+    for variant in variants:
+        described = ", ".join(named[id(variant)])
+        variant.label = f"{variant.name} ({described})" if described else variant.name
 
 
 def group_runs(runs: Sequence[Run], *, ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS,

@@ -150,6 +150,18 @@ def test_partitions_make_tables_and_strategy_variants_make_labelled_rows(tmp_pat
                                                                       ("fedrdskd", 2)]
 
 
+def test_ablation_rows_name_only_the_options_that_leave_the_common_value(tmp_path):
+    root = tmp_path / "runs"
+    preset = {"weight_hard_sample": 1.0, "class_prior": "label-counts"}
+    for name, changed in (("preset", {}), ("no-hard", {"weight_hard_sample": 0.0}),
+                          ("uniform", {"class_prior": "uniform"})):
+        write_run(root / name, [0.5, 0.9], strategy="fedrdskd",
+                  strategy_options={**preset, **changed})
+    (table,) = tables_of(root)
+    assert [row.label for row in table.rows] == [
+        "fedrdskd", "fedrdskd (class_prior=uniform)", "fedrdskd (weight_hard_sample=0.0)"]
+
+
 def test_finds_hydra_multirun_layout_and_names_searched_paths(tmp_path):
     sweep = tmp_path / "multirun" / "2025-01-01" / "12-00-00"
     for job, seed in enumerate((0, 1, 2)):
