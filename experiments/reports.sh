@@ -21,7 +21,7 @@ done
 report results/cifar10/dirichlet-0.3-e5 --target-accuracy 0.45 --target-accuracy 0.50 \
   --mean-to-round 10 "${rounds[@]}"
 # The ablations: the preset with one mechanism changed, paired with the preset's runs of
-# the same seeds (the bare "fedrdskd" row, see fedrdskd/report.py).
+# the same seeds (the bare "fedrdskd" row: rows are named by how they differ from the preset).
 ablations() {
   local set_dir="$1"
   shift

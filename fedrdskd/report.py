@@ -16,9 +16,10 @@ keep a comparison fair):
    becoming a one-seed row; ``--split-by local_epochs`` asks for the split.
 3. A *row* is one value of ``strategy.*``; its runs differ only in the seed and are
    averaged (two with the same seed are refused). Rows sharing a strategy name (an
-   ablation) are labelled with their differing options: where one value of an option is
-   the most common among them, only the rows that differ from it name that option (the
-   preset of an ablation keeps the bare name; ``--baseline fedrdskd`` finds it).
+   ablation) are labelled with the options that set them apart from the strategy's preset
+   (``conf/strategy/<name>.yaml``; for an option the preset lacks, from the value most
+   rows share): the preset itself keeps the bare name, so ``--baseline fedrdskd`` pairs
+   an ablation with it.
 4. A *pair* is a row's run and the ``--baseline`` row's run with the same seed; it is
    checked by the same :func:`shared_settings` as a table, and runs whose client
    sampling did not follow the seed are not paired (:mod:`fedrdskd.report_paired`).
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.common import log
+from omegaconf import OmegaConf
 
 from fedrdskd.report_runs import SEED_KEY, Run, StrategyRow, Table
 
@@ -273,18 +275,29 @@ def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[Strategy
     return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
 
 
+def preset_options(name: str) -> dict[str, Any]:
+    """The options of the Hydra preset ``conf/strategy/<name>.yaml`` (``{}`` if none)."""
+    path = Path(__file__).parent / "conf" / "strategy" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+
+
 def _label_variants(variants: list[StrategyRow]) -> None:
     """Label rows of one strategy by the options that set them apart.
 
-    For each option that differs between them, a value held by more rows than any other
-    is the common one and goes unnamed; every other value is named (with no common value,
-    as with two rows, every row names the option).
+    For each option that differs between them, the reference value is the preset's
+    (:func:`preset_options`), else the value held by more rows than any other; rows at
+    the reference value do not name the option, the others do (with no reference, as
+    with two rows of an option the preset lacks, every row names it).
     """
+    preset = preset_options(variants[0].name)
     named: dict[int, list[str]] = {id(variant): [] for variant in variants}
     for key in _differences([variant.options for variant in variants]):
         values = [_canonical(variant.options.get(key)) for variant in variants]
         counts = sorted((values.count(value) for value in set(values)), reverse=True)
-        common = max(set(values), key=values.count) if counts[0] > counts[1] else None
+        common = (_canonical(preset[key]) if key in preset
+                  else max(set(values), key=values.count) if counts[0] > counts[1] else None)
         for variant, value in zip(variants, values):
             if value != common:
                 named[id(variant)].append(f"{key}={variant.options.get(key)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,9 @@ def test_partitions_make_tables_and_strategy_variants_make_labelled_rows(tmp_pat
                                                                       ("fedrdskd", 2)]
 
 
-def test_ablation_rows_name_only_the_options_that_leave_the_common_value(tmp_path):
+def test_ablation_rows_name_only_the_options_that_leave_the_preset(tmp_path):
     root = tmp_path / "runs"
-    preset = {"weight_hard_sample": 1.0, "class_prior": "label-counts"}
+    preset = {"weight_hard_sample": 1.0, "class_prior": "label-counts"}  # fedrdskd.yaml's
     for name, changed in (("preset", {}), ("no-hard", {"weight_hard_sample": 0.0}),
                           ("uniform", {"class_prior": "uniform"})):
         write_run(root / name, [0.5, 0.9], strategy="fedrdskd",
@@ -160,6 +161,18 @@ def test_ablation_rows_name_only_the_options_that_leave_the_common_value(tmp_pat
     (table,) = tables_of(root)
     assert [row.label for row in table.rows] == [
         "fedrdskd", "fedrdskd (class_prior=uniform)", "fedrdskd (weight_hard_sample=0.0)"]
+    shutil.rmtree(root / "uniform")  # a lone ablation still leaves the preset bare
+    assert [row.label for row in tables_of(root)[0].rows] == [
+        "fedrdskd", "fedrdskd (weight_hard_sample=0.0)"]
+
+
+def test_options_the_preset_lacks_leave_the_value_most_rows_share(tmp_path):
+    root = tmp_path / "runs"
+    for name, x, y in (("a", 1, 1), ("b", 1, 2), ("c", 2, 1)):
+        write_run(root / name, [0.5, 0.9], strategy="fedrdskd",
+                  strategy_options={"x_not_in_preset": x, "y_not_in_preset": y})
+    assert [row.label for row in tables_of(root)[0].rows] == [
+        "fedrdskd", "fedrdskd (x_not_in_preset=2)", "fedrdskd (y_not_in_preset=2)"]
 
 
 def test_finds_hydra_multirun_layout_and_names_searched_paths(tmp_path):
@@ -247,8 +260,7 @@ def test_options_added_later_take_the_behaviour_older_runs_had(tmp_path):
                                 "persist_student_optimizer": False})
     rows = report_of(tmp_path, root)["tables"][0]["rows"]
     assert sorted((row["strategy"], row["num_seeds"]) for row in rows) == [
-        ("fedrdskd (ensemble_combine=logits)", 2),
-        ("fedrdskd (ensemble_combine=probabilities)", 1)]
+        ("fedrdskd", 1), ("fedrdskd (ensemble_combine=logits)", 2)]  # the preset: bare
 
 
 def test_cli_rejects_target_given_in_percent(tmp_path, two_strategies, capsys):
