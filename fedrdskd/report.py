@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
 from flwr.common import log
-from omegaconf import OmegaConf
 
 from fedrdskd.report_runs import SEED_KEY, Run, StrategyRow, Table
+from fedrdskd.run_config import preset_options
 
 DEFAULT_IGNORED_KEYS: tuple[str, ...] = (
     "output_dir", "resume_from", "data.root", "data.cache_dir", "data.download",
@@ -275,29 +276,21 @@ def _strategy_rows(runs: list[Run], ignore_keys: Sequence[str]) -> list[Strategy
     return sorted(rows.values(), key=lambda row: (order.get(row.name, len(order)), row.label))
 
 
-def preset_options(name: str) -> dict[str, Any]:
-    """The options of the Hydra preset ``conf/strategy/<name>.yaml`` (``{}`` if none)."""
-    path = Path(__file__).parent / "conf" / "strategy" / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
-
-
 def _label_variants(variants: list[StrategyRow]) -> None:
     """Label rows of one strategy by the options that set them apart.
 
     For each option that differs between them, the reference value is the preset's
-    (:func:`preset_options`), else the value held by more rows than any other; rows at
-    the reference value do not name the option, the others do (with no reference, as
-    with two rows of an option the preset lacks, every row names it).
+    (:func:`fedrdskd.run_config.preset_options`), else the value held by more rows than
+    any other; rows at the reference value do not name the option, the others do (with
+    no reference, as with two rows of an option the preset lacks, every row names it).
     """
     preset = preset_options(variants[0].name)
     named: dict[int, list[str]] = {id(variant): [] for variant in variants}
     for key in _differences([variant.options for variant in variants]):
         values = [_canonical(variant.options.get(key)) for variant in variants]
-        counts = sorted((values.count(value) for value in set(values)), reverse=True)
+        (first, first_count), (_, second_count) = Counter(values).most_common(2)
         common = (_canonical(preset[key]) if key in preset
-                  else max(set(values), key=values.count) if counts[0] > counts[1] else None)
+                  else first if first_count > second_count else None)
         for variant, value in zip(variants, values):
             if value != common:
                 named[id(variant)].append(f"{key}={variant.options.get(key)}")

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from fedrdskd.experiment import ExperimentConfig, experiment_from_dict
 from fedrdskd.strategies.registry import DISTILLATION_METHODS, STRATEGY_NAMES
 
@@ -29,6 +31,14 @@ STRATEGY_PRESETS = tuple(sorted(
     for entry in resources.files("fedrdskd.conf.strategy").iterdir()
     if entry.name.endswith(".yaml")))
 """The files of ``fedrdskd/conf/strategy`` (Hydra's ``strategy=`` choices)."""
+
+
+def preset_options(preset: str) -> dict[str, Any]:
+    """The options of strategy preset ``preset`` as its Hydra file sets them (``{}`` if none)."""
+    if preset not in STRATEGY_PRESETS:
+        return {}
+    text = (resources.files("fedrdskd.conf.strategy") / f"{preset}.yaml").read_text()
+    return dict(OmegaConf.to_container(OmegaConf.create(text)))  # type: ignore[arg-type]
 
 LIST_OPTIONS = ("validation_betas",)
 """Strategy options that are lists; a run config (no lists) gives them as ``"0.5,1"``."""
