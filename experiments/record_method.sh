@@ -38,6 +38,8 @@ ABLATIONS=(
   "fresh-student-batch|strategy.student_uses_generator_batch=false"
   "no-authenticity|strategy.weight_authenticity=0"
   "replay-augment|strategy.student_uses_generator_batch=false strategy.replay_pool_size=640 strategy.synthetic_augmentation=shift-flip"
+  # half the generator steps at half the width, the same 50 student steps: the server's cost
+  "light-server|strategy.generator_channels=32 strategy.iterations=5 strategy.student_steps=10"
 )
 
 ablations() {
