@@ -7,6 +7,8 @@ the server's ``server_seconds`` (screening, aggregation, distillation):
 - **server s / client s**: per run, the mean over rounds of
   ``server_seconds / client_train_seconds_max`` (clients train in parallel, so the
   slowest client is the round's client time); then mean ± std over seeds;
+- **server s / summed client s**: the same with ``client_train_seconds_sum`` (the
+  round's training compute of all its clients);
 - **compute seconds** of round r: ``c_r = client_train_seconds_max_r + server_seconds_r``
   (evaluation, diagnostics and Ray overhead are not counted); ``T_r = c_1 + ... + c_r``;
 - **mean accuracy over compute seconds** to ``T*``: the accuracy a user holds at
@@ -60,11 +62,11 @@ def compute_seconds(run: Run) -> list[float] | None:
     return seconds
 
 
-def server_client_ratio(run: Run) -> float | None:
-    """Mean over rounds of ``server_seconds / client_train_seconds_max``."""
+def server_client_ratio(run: Run, client_key: str = CLIENT_MAX) -> float | None:
+    """Mean over rounds of ``server_seconds`` over the clients' seconds ``client_key``."""
     ratios = []
     for row in run.rounds:
-        server, client = number(row.get(SERVER)), number(row.get(CLIENT_MAX))
+        server, client = number(row.get(SERVER)), number(row.get(client_key))
         if server is not None and client is not None and client > 0:
             ratios.append(server / client)
     return _mean(ratios)
@@ -110,6 +112,8 @@ def summarise_cost(rows: Sequence[StrategyRow]) -> dict[str, Any]:
                 [_mean([v for v in (number(r.get(CLIENT_SUM)) for r in run.rounds)
                         if v is not None]) for run in runs]),
             "server_to_client_seconds": describe([server_client_ratio(run) for run in runs]),
+            "server_to_summed_client_seconds": describe(
+                [server_client_ratio(run, CLIENT_SUM) for run in runs]),
             "total_compute_seconds": describe(
                 [sum(seconds) if seconds else None for seconds in map(compute_seconds, runs)]),
             "mean_accuracy_over_compute_seconds": describe(

@@ -136,10 +136,12 @@ def render_cost(cost: dict[str, Any], table_id: str) -> list[str]:
     accuracy_header = (f"mean acc. over compute s 0-{span:.0f} %" if span is not None
                        else "mean acc. over compute s %")
     header = ["strategy", "seeds", "client train s/round (max)", "server s / client s",
-              "total compute s", accuracy_header]
+              "server s / summed client s", "total compute s", accuracy_header]
     lines = ["Clients' own training seconds (the slowest client of a round, as they train "
              "in parallel) against the server's seconds. server s / client s: mean over "
-             "rounds of server_seconds / client_train_seconds_max. Compute seconds of a "
+             "rounds of server_seconds / client_train_seconds_max; server s / summed client "
+             "s: the same over client_train_seconds_sum (all the round's clients' training "
+             "compute). Compute seconds of a "
              "round: client_train_seconds_max + server_seconds; the accuracy column is the "
              "mean over compute time 0..T* of the accuracy held (the last finished round's, "
              "the initial model's before round 1), T* = the table's shortest run. "
@@ -149,6 +151,7 @@ def render_cost(cost: dict[str, Any], table_id: str) -> list[str]:
         cells = [row["strategy"], str(row["num_seeds"]),
                  _mean_std(row["client_train_seconds_max_per_round"]),
                  _mean_std(row["server_to_client_seconds"]),
+                 _mean_std(row["server_to_summed_client_seconds"]),
                  _mean_std(row["total_compute_seconds"], digits=0),
                  _mean_std(row["mean_accuracy_over_compute_seconds"], 100.0)]
         lines.append("| " + " | ".join(cells) + " |")

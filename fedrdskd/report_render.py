@@ -39,7 +39,8 @@ NOTE = (
     "follow the seed are refused), over the seeds both ran; 95 % Student t interval over "
     "those seeds (from 5 seeds also a seeded paired bootstrap); the verdict is better or "
     "worse only when the t interval excludes 0. Cost: the clients' own training seconds "
-    "(slowest client per round) and the server's seconds; the mean accuracy over compute "
+    "(slowest client per round, and summed over the round's clients) and the server's "
+    "seconds; the mean accuracy over compute "
     "seconds holds each round's accuracy from the end of its compute time "
     "(client max + server) and averages it up to the table's shortest run.")
 

@@ -227,6 +227,7 @@ def test_cost_uses_the_clients_own_seconds(tmp_path):
     avg, prox, kd = cost["rows"]
     assert avg["server_to_client_seconds"]["mean"] == pytest.approx(0.1)
     assert kd["server_to_client_seconds"]["mean"] == pytest.approx(0.3)
+    assert kd["server_to_summed_client_seconds"]["mean"] == pytest.approx(3.0 / 40.0)
     # Accuracy held: initial 0.1 until the end of round 1, then round 1's.
     assert avg["mean_accuracy_over_compute_seconds"]["mean"] == pytest.approx(
         (0.1 * 11 + 0.5 * 11) / 22)
@@ -235,7 +236,8 @@ def test_cost_uses_the_clients_own_seconds(tmp_path):
     assert kd["total_compute_seconds"]["mean"] == pytest.approx(26.0)
     assert prox["server_to_client_seconds"]["mean"] is None
     section = find_section((tmp_path / "out" / "report.md").read_text(), "cost")
-    assert "| fedprox | 1 | n/a | n/a | n/a | n/a |" in section
+    assert "| fedprox | 1 | n/a | n/a | n/a | n/a | n/a |" in section
+    assert "| fedrdskd | 1 | 10.00 | 0.30 | 0.07 | 26 |" in section
     assert "mean acc. over compute s 0-22 %" in section
     kd_paired = table["paired"]["strategies"][1]
     assert kd_paired["strategy"] == "fedrdskd"
