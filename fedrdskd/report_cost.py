@@ -2,7 +2,8 @@
 
 Cost, from the clients' own timings (``client_train_seconds_max``/``_sum``: the
 clients' ``train-seconds``, measured by each client around its local training) and
-the server's ``server_seconds`` (screening, aggregation, distillation):
+the server's ``server_seconds`` (screening, aggregation, distillation and, with
+client validation, its round trip):
 
 - **server s / client s**: per run, the mean over rounds of
   ``server_seconds / client_train_seconds_max`` (clients train in parallel, so the
@@ -49,6 +50,12 @@ LEAD_THRESHOLD = 0.03
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _round_mean(run: Run, key: str) -> float | None:
+    """Mean of ``key`` over the rounds of ``run`` that record it."""
+    return _mean([value for value in (number(row.get(key)) for row in run.rounds)
+                  if value is not None])
 
 
 def compute_seconds(run: Run) -> list[float] | None:
@@ -106,11 +113,9 @@ def summarise_cost(rows: Sequence[StrategyRow]) -> dict[str, Any]:
         summaries.append({
             "strategy": row.label, "num_seeds": len(runs),
             "client_train_seconds_max_per_round": describe(
-                [_mean([v for v in (number(r.get(CLIENT_MAX)) for r in run.rounds)
-                        if v is not None]) for run in runs]),
+                [_round_mean(run, CLIENT_MAX) for run in runs]),
             "client_train_seconds_sum_per_round": describe(
-                [_mean([v for v in (number(r.get(CLIENT_SUM)) for r in run.rounds)
-                        if v is not None]) for run in runs]),
+                [_round_mean(run, CLIENT_SUM) for run in runs]),
             "server_to_client_seconds": describe([server_client_ratio(run) for run in runs]),
             "server_to_summed_client_seconds": describe(
                 [server_client_ratio(run, CLIENT_SUM) for run in runs]),

@@ -40,6 +40,7 @@ def preset_options(preset: str) -> dict[str, Any]:
     text = (resources.files("fedrdskd.conf.strategy") / f"{preset}.yaml").read_text()
     return dict(OmegaConf.to_container(OmegaConf.create(text)))  # type: ignore[arg-type]
 
+
 LIST_OPTIONS = ("validation_betas",)
 """Strategy options that are lists; a run config (no lists) gives them as ``"0.5,1"``."""
 
