@@ -28,15 +28,17 @@ sets() {
 }
 
 # The fedrdskd preset with one mechanism switched off (or, for the mechanisms the preset
-# leaves out, switched on): label -> Hydra overrides.
+# leaves out, switched on): label -> Hydra overrides. The preset of 2026-12-04 evening
+# (uniform class target, light server) came from the first two entries' evidence on the
+# previous preset (label prior, heavy server: the third entry); that preset's other
+# ablations are kept under results/previous-preset (see its README).
 ABLATIONS=(
-  # most telling first: the uniform class target beat the preset on MNIST (2026-12-04)
-  "no-label-prior|strategy.class_prior=uniform"
-  # half the generator steps at half the width, the same 50 student steps: the server's cost
-  "light-server|strategy.generator_channels=32 strategy.iterations=5 strategy.student_steps=10"
+  "label-prior|strategy.class_prior=label-counts"
+  "heavy-server|strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
+  "previous-preset|strategy.class_prior=label-counts strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
   "no-hard-sample|strategy.weight_hard_sample=0"
-  "constant-carry-over|strategy.carry_over_decay=1.0"
   "no-validation|strategy.validation_betas=[]"
+  "constant-carry-over|strategy.carry_over_decay=1.0"
   "adam-fine-tune|strategy.student_optimizer=adam strategy.student_lr=0.001"
   "fresh-student-batch|strategy.student_uses_generator_batch=false"
   "no-authenticity|strategy.weight_authenticity=0"
@@ -57,6 +59,14 @@ ablations() {
     RUN_LABEL="fedrdskd-$label" SET=mnist/dirichlet-0.1-e1-ablations \
       ./mnist_compare.sh 0.1 1 30 fedrdskd 0,1,2 $overrides
   done
+  # the previous preset on the other MNIST settings, paired with the preset there
+  overrides="${ABLATIONS[2]#*|}"
+  # shellcheck disable=SC2086
+  RUN_LABEL=fedrdskd-previous-preset SET=mnist/dirichlet-0.05-e5-ablations \
+    ./mnist_compare.sh 0.05 5 20 fedrdskd 0,1,2,3,4 $overrides
+  # shellcheck disable=SC2086
+  RUN_LABEL=fedrdskd-previous-preset SET=mnist/dirichlet-0.5-e1-ablations \
+    ./mnist_compare.sh 0.5 1 30 fedrdskd 0,1,2,3,4 $overrides
 }
 
 case "$part" in

@@ -153,15 +153,15 @@ def test_partitions_make_tables_and_strategy_variants_make_labelled_rows(tmp_pat
 
 def test_ablation_rows_name_only_the_options_that_leave_the_preset(tmp_path):
     root = tmp_path / "runs"
-    preset = {"weight_hard_sample": 1.0, "class_prior": "label-counts"}  # fedrdskd.yaml's
+    preset = {"weight_hard_sample": 1.0, "class_prior": "uniform"}  # fedrdskd.yaml's
     for name, changed in (("preset", {}), ("no-hard", {"weight_hard_sample": 0.0}),
-                          ("uniform", {"class_prior": "uniform"})):
+                          ("label-counts", {"class_prior": "label-counts"})):
         write_run(root / name, [0.5, 0.9], strategy="fedrdskd",
                   strategy_options={**preset, **changed})
     (table,) = tables_of(root)
     assert [row.label for row in table.rows] == [
-        "fedrdskd", "fedrdskd (class_prior=uniform)", "fedrdskd (weight_hard_sample=0.0)"]
-    shutil.rmtree(root / "uniform")  # a lone ablation still leaves the preset bare
+        "fedrdskd", "fedrdskd (class_prior=label-counts)", "fedrdskd (weight_hard_sample=0.0)"]
+    shutil.rmtree(root / "label-counts")  # a lone ablation still leaves the preset bare
     assert [row.label for row in tables_of(root)[0].rows] == [
         "fedrdskd", "fedrdskd (weight_hard_sample=0.0)"]
 

@@ -53,15 +53,15 @@ class RDSKDMixin(DistillationMixin):
         See :class:`~fedrdskd.strategies.distillation.DistillationMixin`.
     generator_steps : int (default: 1)
         Generator updates in round 1 (per iteration), before decay.
-    student_steps : int (default: 5)
+    student_steps : int (default: 10)
         Student (global model) updates in round 1 (per iteration), before decay.
-    iterations : int (default: 10)
+    iterations : int (default: 5)
         Outer iterations per round; ``> 1`` interleaves generator and student steps.
     batch_size : int (default: 64)
         Synthetic batch size for both phases.
     latent_dim : int (default: 100)
         Size of the generator's latent vector ``z``.
-    generator_channels : int (default: 64)
+    generator_channels : int (default: 32)
         Width of the DAFL-style generator (the released code uses 128); it sets
         most of the server's cost at LeNet scale.
     generator_lr : float (default: 1e-3)
@@ -99,7 +99,7 @@ class RDSKDMixin(DistillationMixin):
         Student steps taken on each synthetic batch (its teacher outputs computed once);
         with ``iterations > 1`` each iteration's student phase starts on a fresh batch.
         The teacher ensemble's forward pass is most of a student step's cost.
-    class_prior : str (default: "label-counts")
+    class_prior : str (default: "uniform")
         Target of the class-diversity term: ``"uniform"`` (RDSKD) or ``"label-counts"``
         (the pooled label counts of the round's clients, so classes almost absent from
         the round are not asked for; falls back to uniform with a warning when a client
@@ -149,11 +149,11 @@ class RDSKDMixin(DistillationMixin):
         num_classes: int,
         input_shape: tuple[int, int, int],
         generator_steps: int = 1,
-        student_steps: int = 5,
-        iterations: int = 10,
+        student_steps: int = 10,
+        iterations: int = 5,
         batch_size: int = 64,
         latent_dim: int = 100,
-        generator_channels: int = 64,
+        generator_channels: int = 32,
         generator_lr: float = 1e-3,
         student_lr: float = 0.01,
         student_optimizer: str = "sgd",
@@ -165,7 +165,7 @@ class RDSKDMixin(DistillationMixin):
         student_weight_decay: float = 0.0,
         weight_hard_sample: float = 1.0,
         penalise_hard_sample: bool = True,
-        class_prior: str = "label-counts",
+        class_prior: str = "uniform",
         student_batch_reuse: int = 5,
         weight_authenticity: float = 1.0,
         replay_pool_size: int = 0,
