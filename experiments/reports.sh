@@ -29,8 +29,19 @@ ablations() {
   "$PYTHON" -m fedrdskd.report "$set_dir-ablations" "$set_dir"/fedrdskd-seed* \
     --out "$set_dir-ablations/report" --baseline fedrdskd --mean-to-round 10 "$@"
 }
-ablations results/mnist/dirichlet-0.1-e1 "${rounds[@]}"
-ablations results/cifar10/dirichlet-0.3-e5 "${rounds[@]}"
+for set_dir in results/mnist/dirichlet-0.1-e1 results/mnist/dirichlet-0.05-e5 \
+               results/mnist/dirichlet-0.5-e1 results/cifar10/dirichlet-0.3-e5; do
+  ablations "$set_dir" "${rounds[@]}"
+done
+# The previous preset's ablations, paired with that preset's runs (rows are named by how
+# they differ from today's preset): its other ablations and the two that made today's.
+previous="fedrdskd (class_prior=label-counts, generator_channels=64, iterations=10, student_steps=5)"
+for set_dir in mnist/dirichlet-0.1-e1 cifar10/dirichlet-0.3-e5; do
+  "$PYTHON" -m fedrdskd.report "results/previous-preset/$set_dir-ablations" \
+    "results/$set_dir-ablations"/fedrdskd-{previous-preset,label-prior,heavy-server}-seed* \
+    --out "results/previous-preset/$set_dir-ablations/report" --baseline "$previous" \
+    --mean-to-round 10 "${rounds[@]}"
+done
 # FedAvg runs from before client sampling followed the seed: no pairs (the report says
 # why), the other tables as before.
 report results/archive-unseeded-sampling/mnist/dirichlet-0.5-e1 \
