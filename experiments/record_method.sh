@@ -32,10 +32,13 @@ sets() {
 # (uniform class target, light server) came from the first two entries' evidence on the
 # previous preset (label prior, heavy server: the third entry); that preset's other
 # ablations are kept under results/previous-preset (see its README).
+LABEL_PRIOR="strategy.class_prior=label-counts"
+HEAVY_SERVER="strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
+PREVIOUS_PRESET="$LABEL_PRIOR $HEAVY_SERVER"
 ABLATIONS=(
-  "label-prior|strategy.class_prior=label-counts"
-  "heavy-server|strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
-  "previous-preset|strategy.class_prior=label-counts strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
+  "label-prior|$LABEL_PRIOR"
+  "heavy-server|$HEAVY_SERVER"
+  "previous-preset|$PREVIOUS_PRESET"
   "no-hard-sample|strategy.weight_hard_sample=0"
   "no-validation|strategy.validation_betas=[]"
   "constant-carry-over|strategy.carry_over_decay=1.0"
@@ -60,13 +63,12 @@ ablations() {
       ./mnist_compare.sh 0.1 1 30 fedrdskd 0,1,2 $overrides
   done
   # the previous preset on the other MNIST settings, paired with the preset there
-  overrides="${ABLATIONS[2]#*|}"
   # shellcheck disable=SC2086
   RUN_LABEL=fedrdskd-previous-preset SET=mnist/dirichlet-0.05-e5-ablations \
-    ./mnist_compare.sh 0.05 5 20 fedrdskd 0,1,2,3,4 $overrides
+    ./mnist_compare.sh 0.05 5 20 fedrdskd 0,1,2,3,4 $PREVIOUS_PRESET
   # shellcheck disable=SC2086
   RUN_LABEL=fedrdskd-previous-preset SET=mnist/dirichlet-0.5-e1-ablations \
-    ./mnist_compare.sh 0.5 1 30 fedrdskd 0,1,2,3,4 $overrides
+    ./mnist_compare.sh 0.5 1 30 fedrdskd 0,1,2,3,4 $PREVIOUS_PRESET
 }
 
 case "$part" in
