@@ -52,15 +52,13 @@ ABLATIONS=(
 )
 
 ablations() {
+  # one ablation at a time on both settings, so that each finished entry is a complete row
   local entry label overrides
   for entry in "${ABLATIONS[@]}"; do
     label="${entry%%|*}" overrides="${entry#*|}"
     # shellcheck disable=SC2086
     RUN_LABEL="fedrdskd-$label" SET=cifar10/dirichlet-0.3-e5-ablations \
       ./cifar10_compare.sh 15 fedrdskd 0 $overrides
-  done
-  for entry in "${ABLATIONS[@]}"; do
-    label="${entry%%|*}" overrides="${entry#*|}"
     # shellcheck disable=SC2086
     RUN_LABEL="fedrdskd-$label" SET=mnist/dirichlet-0.1-e1-ablations \
       ./mnist_compare.sh 0.1 1 30 fedrdskd 0,1,2 $overrides
