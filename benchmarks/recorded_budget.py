@@ -1,4 +1,4 @@
-"""Machine time spent on the recorded runs (issue 5 caps it at about 5 hours).
+"""Machine time spent on the recorded runs.
 
 Sums ``summary.wall_seconds_including_evaluation`` (the ServerApp's run from its start
 to the end of the last round, evaluation and diagnostics included; the Hydra launch, Ray
