@@ -32,8 +32,8 @@ sets() {
 # (uniform class target, light server) came from the first two entries' evidence on the
 # previous preset (label prior, heavy server: the third entry); that preset's other
 # ablations are kept under results/previous-preset (see its README). lighter-server asks
-# whether 2 of the 5 iterations (server distillation at most a 1-epoch MNIST client's
-# training time) keep the accuracy.
+# whether 2 of the 5 iterations (a cut towards a 1-epoch MNIST client's training time)
+# keep the accuracy.
 LABEL_PRIOR="strategy.class_prior=label-counts"
 HEAVY_SERVER="strategy.generator_channels=64 strategy.iterations=10 strategy.student_steps=5"
 PREVIOUS_PRESET="$LABEL_PRIOR $HEAVY_SERVER"
