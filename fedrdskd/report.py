@@ -70,6 +70,7 @@ PAPER_BEHAVIOUR: dict[str, Any] = {
     "strategy.replay_fraction": 0.5, "strategy.synthetic_augmentation": "none",
     "strategy.student_uses_generator_batch": False,
     "strategy.carry_over": 1.0, "strategy.carry_over_decay": 1.0,
+    "strategy.warmup_iterations": 0,
 }
 """FedRDSKD options added with the package's own mechanisms, at the values that give
 RDSKD as published (the ``fedrdskd_paper`` preset): what every FedRDSKD run recorded

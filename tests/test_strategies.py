@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
 
+from fedrdskd.kd.distill import DistillationSchedule
 from fedrdskd.strategies import FedRDSKD
 from fedrdskd.strategies.client_ensemble import client_train_seconds
 from fedrdskd.strategies.distillation import member_weights
@@ -442,6 +443,25 @@ def test_strength_decay_schedule():
              constant.round_schedule(r).student_steps) for r in (1, 10, 100)} == {(3, 7)}
 
 
+def test_warmup_iterations_lengthen_round_1_only():
+    strategy = fedrdskd(generator_steps=2, student_steps=3, iterations=4, warmup_iterations=6,
+                        strength_decay=0.5)
+    first, second = strategy.round_schedule(1), strategy.round_schedule(2)
+    assert (first.iterations, first.generator_steps, first.student_steps) == (10, 2, 3)
+    assert (second.iterations, second.generator_steps, second.student_steps) == (4, 1, 2)
+    off = fedrdskd(generator_steps=2, student_steps=3, iterations=4)
+    assert off.round_schedule(1) == DistillationSchedule(
+        iterations=4, generator_steps=2, student_steps=3, batch_size=off.distill_batch_size)
+
+
+@pytest.mark.parametrize("server_round, generator, student", [(1, 5, 10), (2, 2, 4)])
+def test_warmup_round_runs_that_many_steps(monkeypatch, server_round, generator, student):
+    strategy = fedrdskd(generator_steps=1, student_steps=2, iterations=2, warmup_iterations=3)
+    calls = count_steps(strategy, monkeypatch)
+    run_round(strategy, make_replies(client_states()), server_round)
+    assert calls == {"generator": generator, "student": student}
+
+
 def count_steps(strategy, monkeypatch) -> dict[str, int]:
     """Count the generator updates and student losses the strategy really runs."""
     calls = {"generator": 0, "student": 0}
@@ -504,6 +524,8 @@ def test_decayed_to_zero_steps_returns_the_aggregate(monkeypatch, settings, serv
      r"student_uses_generator_batch=True: needs .* got 0 and 'shift'"),
     ("latent_dim", 0, r"latent_dim=0: allowed range"),
     ("iterations", 0, r"iterations=0: allowed range"),
+    ("warmup_iterations", -1, r"warmup_iterations=-1: allowed range is \[0, 1000000\]"),
+    ("warmup_iterations", 2.5, r"warmup_iterations=2\.5: must be an integer"),
     ("reference_interval", 0, r"reference_interval=0: allowed range"),
     ("strength_decay", 1.5, r"strength_decay=1\.5: allowed range is \[0\.0, 1\.0\]"),
     ("student_optimizer", "rmsprop",
