@@ -61,8 +61,9 @@ class RDSKDMixin(DistillationMixin):
         Extra iterations in round 1 only, which then takes ``iterations +
         warmup_iterations``. The generator starts untrained, and the client ensemble's
         lead over the aggregate is largest in round 1 (in the recorded MNIST runs of the
-        preset, round 1 kept 4-31 % of a 11-30 point lead, later rounds 46-72 % of
-        theirs; docs/results.md, "Ablations"). 0 = every round alike.
+        preset, round 1 kept 4-31 % of a 21-32 point lead on average, later rounds
+        46-65 % of theirs; docs/results.md, "Round 1: the untrained generator").
+        0 = every round alike.
     batch_size : int (default: 64)
         Synthetic batch size for both phases.
     latent_dim : int (default: 100)
