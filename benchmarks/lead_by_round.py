@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from tuning_table import LEAD, lead_shares
+from tuning_table import LEAD, lead_and_gain
 
 
 def split_shares(runs: list[list[dict]]) -> dict[str, tuple[list[float], list[float]]]:
@@ -30,12 +30,11 @@ def split_shares(runs: list[list[dict]]) -> dict[str, tuple[list[float], list[fl
         "round 1": ([], []), "rounds 2+": ([], []), "all": ([], [])}
     for rounds in runs:
         for row in rounds:
-            shares, _ = lead_shares([row])
-            if not shares:
+            lead, gain = lead_and_gain(row)
+            if lead < LEAD:
                 continue
-            lead = row["ensemble_accuracy_class_weighted_probabilities"] - row["aggregate_accuracy"]
             for name in ("round 1" if row["round"] == 1 else "rounds 2+", "all"):
-                parts[name][0].append(shares[0])
+                parts[name][0].append(gain / lead)
                 parts[name][1].append(lead)
     return parts
 

@@ -52,12 +52,17 @@ def baseline_for(run: dict, root: Path, recorded: Path) -> dict | None:
     return load(path) if (path / "results.json").exists() else None
 
 
+def lead_and_gain(row: dict) -> tuple[float, float]:
+    """The round's ensemble lead over its aggregate and the distillation's gain over it."""
+    lead = row["ensemble_accuracy_class_weighted_probabilities"] - row["aggregate_accuracy"]
+    return lead, row["test_accuracy"] - row["aggregate_accuracy"]
+
+
 def lead_shares(rounds: list[dict]) -> tuple[list[float], list[float]]:
     """Captured shares of the ensemble's lead (led rounds) and gains (other rounds)."""
     captured, without = [], []
     for row in rounds:
-        lead = row["ensemble_accuracy_class_weighted_probabilities"] - row["aggregate_accuracy"]
-        gain = row["test_accuracy"] - row["aggregate_accuracy"]
+        lead, gain = lead_and_gain(row)
         (captured if lead >= LEAD else without).append(gain / lead if lead >= LEAD else gain)
     return captured, without
 
